@@ -1,0 +1,72 @@
+"""``billing-sandbox``: run a sandboxed vendor API on loopback until interrupted.
+
+Example::
+
+    billing-sandbox luminai --port 8801 --events 5000 --start 2024-01-01 --end 2024-07-01
+
+It prints one JSON line with the URL and token to use, then serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import signal
+import sys
+import typing as t
+
+from billing_sandbox.faults import FAULT_KINDS, FaultPlan, FaultRule
+from billing_sandbox.luminai import LuminAPI, LuminSettings, generate_events
+from billing_sandbox.server import SandboxServer
+
+
+def _date(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="billing-sandbox", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="api", required=True)
+    lumin = sub.add_parser("luminai", help="the Lumin.ai Billing API")
+    lumin.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
+    lumin.add_argument("--seed", type=int, default=1, help="dataset seed")
+    lumin.add_argument("--events", type=int, default=2000, help="number of events")
+    lumin.add_argument("--start", type=_date, default=_date("2024-01-01"), help="first event time")
+    lumin.add_argument("--end", type=_date, default=_date("2024-04-01"), help="end of events (exclusive)")
+    lumin.add_argument("--token", default=LuminSettings.token, help="bearer token to accept")
+    lumin.add_argument("--page-size", type=int, default=LuminSettings.page_size)
+    lumin.add_argument("--naming", choices=["timestamp", "datetime", "mixed"], default="timestamp")
+    lumin.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help=f"KIND[@N[,N]][xREPEAT][~RATE]; kinds: {', '.join(FAULT_KINDS)}",
+    )
+    lumin.add_argument("--fault-seed", type=int, default=0)
+    return parser
+
+
+def main(argv: t.Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    events = generate_events(seed=args.seed, count=args.events, start=args.start, end=args.end)
+    settings = LuminSettings(token=args.token, page_size=args.page_size, naming=args.naming)
+    api = LuminAPI(events, settings)
+    plan = FaultPlan([FaultRule.parse(r) for r in args.fault], seed=args.fault_seed)
+    server = SandboxServer(api, faults=plan, port=args.port, keep_log=False)
+    print(  # noqa: T201 - the one line a caller reads to find the server
+        json.dumps({"api": api.name, "url": server.base_url + settings.path, "token": settings.token}),
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

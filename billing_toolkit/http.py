@@ -1,0 +1,144 @@
+"""HTTP behaviour shared by the taps: timeouts, retry policy, Retry-After, descriptive failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import random
+import typing as t
+from dataclasses import dataclass
+
+import requests
+
+from billing_toolkit.secrets import mask
+
+#: How much of a response body an error message quotes.
+BODY_EXCERPT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Explicit connect and read timeouts, in seconds, as ``requests`` takes them."""
+
+    connect: float
+    read: float
+
+    def as_tuple(self) -> tuple[float, float]:
+        return (self.connect, self.read)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, Retry-After honoured, within a capped total wait.
+
+    ``max_tries`` counts every attempt, the first included. ``max_total_wait`` caps the sum of the
+    waits between attempts: a wait that would pass it (a long Retry-After, say) ends the retries.
+    """
+
+    max_tries: int = 8
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    max_total_wait: float = 600.0
+
+    def waits(self, rng: random.Random | None = None) -> t.Generator[float | None, t.Any, None]:
+        """A wait generator for ``backoff.on_exception``: it is sent each failure in turn.
+
+        The n-th computed delay is ``initial_delay * 2**n`` capped at ``max_delay``, drawn uniformly
+        from its upper half ("equal jitter"). A Retry-After on the failed response replaces it (plus a
+        little jitter, never less than asked). Returning ends the retries: backoff then re-raises.
+        """
+        rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        waited = 0.0
+        attempt = 0
+        failure = yield None
+        while True:
+            hinted = retry_after_seconds(failure)
+            if hinted is not None:
+                wait = hinted + rng.uniform(0, min(1.0, self.initial_delay))
+            else:
+                ceiling = min(self.max_delay, self.initial_delay * (2**attempt))
+                wait = rng.uniform(ceiling / 2, ceiling)
+            if waited + wait > self.max_total_wait:
+                return
+            waited += wait
+            attempt += 1
+            failure = yield wait
+
+
+def retry_after_seconds(failure: object, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait according to the failed response's Retry-After header, if it has one.
+
+    Both forms are understood: delta-seconds (``120``) and an HTTP-date
+    (``Wed, 21 Oct 2015 07:28:00 GMT``). A date in the past means no wait.
+    """
+    response = getattr(failure, "response", None)
+    if not isinstance(response, requests.Response):
+        return None
+    header = response.headers.get("Retry-After")
+    if header is None:
+        return None
+    header = header.strip()
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    current = now or dt.datetime.now(dt.timezone.utc)
+    return max(0.0, (when - current).total_seconds())
+
+
+def payload_text(request: requests.PreparedRequest | None) -> str:
+    """The request payload as text, masked: what the Lumin.ai doc asks for when reporting a problem."""
+    if request is None or request.body is None:
+        return "(none)"
+    body = request.body
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    return mask(text)
+
+
+def body_excerpt(response: requests.Response) -> str:
+    """The response body as text, masked and cut to a readable length."""
+    try:
+        text = response.text
+    except Exception:  # noqa: BLE001 - a body that cannot be decoded is described, not raised
+        text = repr(response.content[:BODY_EXCERPT_CHARS])
+    if not text:
+        return "(empty)"
+    if len(text) > BODY_EXCERPT_CHARS:
+        text = f"{text[:BODY_EXCERPT_CHARS]}... ({len(text)} characters in all)"
+    return mask(text)
+
+
+def describe_response_failure(response: requests.Response, problem: str) -> str:
+    """One message naming the URL, the payload, the status and the body of a failed request."""
+    request = response.request
+    method = request.method if request is not None else "?"
+    url = mask(response.url or (request.url if request is not None else "?") or "?")
+    return mask(
+        f"{problem}: {method} {url} answered HTTP {response.status_code} {response.reason or ''}"
+        .rstrip()
+        + f". Request payload: {payload_text(request)}. Response body: {body_excerpt(response)}"
+    )
+
+
+def describe_transport_failure(request: requests.PreparedRequest, error: BaseException) -> str:
+    """One message naming the URL and payload of a request that got no usable response."""
+    return mask(
+        f"{request.method} {request.url} failed without a usable response "
+        f"({type(error).__name__}: {error}). Request payload: {payload_text(request)}"
+    )
+
+
+def decode_json(response: requests.Response) -> t.Any:
+    """Decode a JSON body; raise ``ValueError`` naming the problem if it is not JSON."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        msg = f"the response body is not valid JSON ({exc})"
+        raise ValueError(msg) from exc

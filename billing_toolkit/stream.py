@@ -1,0 +1,343 @@
+"""The windowed incremental REST stream every billing tap builds on.
+
+Data flows: partition (SDK context) -> date windows -> pages -> records -> Singer messages.
+
+State, per partition, is moved by completed windows only, never by single records: the API returns
+the items of a window in no particular order, so a record's timestamp says nothing about which
+older records have been delivered. After the last page of a window has been emitted, the window's
+end becomes the bookmark and a STATE message is written. A run killed at any moment therefore
+resumes, from the last STATE it printed, at the start of the window it was reading (minus the
+lookback): nothing is lost and at most about one window is read again.
+
+Streams whose query can cover several keys at once (Lumin.ai event types) keep one bookmark per
+key under ``bookmarks_by_key``; a key added to the config later has no bookmark and is read from
+``start_date``, alone, until it catches up with the others. The SDK's ``replication_key_value`` is
+kept equal to the oldest of those bookmarks: the point up to which every key is complete.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import logging
+import typing as t
+import weakref
+from dataclasses import dataclass
+
+import backoff
+import requests
+from singer_sdk import RESTStream
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.pagination import BaseAPIPaginator
+
+from billing_toolkit.http import (
+    RetryPolicy,
+    Timeouts,
+    decode_json,
+    describe_response_failure,
+    describe_transport_failure,
+)
+from billing_toolkit.secrets import mask
+from billing_toolkit.settings import WindowSettings
+from billing_toolkit.timestamps import format_timestamp, normalize_timestamp, parse_timestamp
+from billing_toolkit.windows import DateWindow, plan_windows
+
+if t.TYPE_CHECKING:
+    from backoff.types import Details
+    from singer_sdk.helpers.types import Context, Record, RequestFunc
+
+BOOKMARKS_BY_KEY = "bookmarks_by_key"
+WINDOW_START = "window_start"
+WINDOW_END = "window_end"
+QUERY_KEYS = "query_keys"
+
+#: Failures worth another attempt: throttling, server errors, timeouts, dropped connections and
+#: bodies cut short (``validate_response`` raises RetriableAPIError for a 2xx body that is not JSON).
+RETRIABLE_FAILURES: tuple[type[BaseException], ...] = (
+    RetriableAPIError,
+    ConnectionResetError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class ResponseShapeError(FatalAPIError):
+    """A response that is valid JSON but not what the API documents."""
+
+
+@dataclass(frozen=True)
+class WindowQuery:
+    """What one series of pages asks for: a window, and the keys covered by it."""
+
+    window: DateWindow
+    keys: tuple[str, ...]
+
+    def as_context(self, partition: Context | None) -> dict[str, t.Any]:
+        return {
+            **(partition or {}),
+            WINDOW_START: self.window.start_text,
+            WINDOW_END: self.window.end_text,
+            QUERY_KEYS: ",".join(self.keys),
+        }
+
+    @classmethod
+    def from_context(cls, context: Context | None) -> WindowQuery:
+        if not context or WINDOW_START not in context:
+            msg = "a page request was built outside a date window"
+            raise RuntimeError(msg)
+        keys = context[QUERY_KEYS]
+        return cls(
+            DateWindow(parse_timestamp(context[WINDOW_START]), parse_timestamp(context[WINDOW_END])),
+            tuple(keys.split(",")) if keys else (),
+        )
+
+
+@dataclass
+class SyncPlan:
+    """The windows one partition will read in this run, and where each key starts."""
+
+    windows: list[DateWindow]
+    key_starts: dict[str, str]
+
+    def keys_due(self, window: DateWindow) -> tuple[str, ...]:
+        return tuple(k for k, start in self.key_starts.items() if start < window.end_text)
+
+
+class BodyTokenPaginator(BaseAPIPaginator[str | None]):
+    """Follows a paging token found in the JSON body.
+
+    The end of paging is an absent, null or empty token. A token seen before in the same series is a
+    loop in the API's paging: it fails loudly instead of reading forever.
+    """
+
+    def __init__(self, token_of: t.Callable[[requests.Response], t.Any]) -> None:
+        super().__init__(None)
+        self._token_of = token_of
+        self._seen: set[str] = set()
+
+    def get_next(self, response: requests.Response) -> str | None:
+        token = self._token_of(response)
+        if token is None or token == "":
+            return None
+        if not isinstance(token, str):
+            token = str(token)
+        if token in self._seen:
+            msg = describe_response_failure(
+                response, f"paging loop: the API returned token {token!r} a second time"
+            )
+            raise ResponseShapeError(msg)
+        self._seen.add(token)
+        return token
+
+    def continue_if_empty(self, response: requests.Response) -> bool:  # noqa: ARG002
+        # An empty page with a token is not the end: the token decides.
+        return True
+
+
+class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
+    """A REST stream read window by window, with state saved after every completed window."""
+
+    #: The SDK must not move the bookmark per record (see the module docstring).
+    is_sorted = False
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._decoded: weakref.WeakKeyDictionary[requests.Response, t.Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- explicit settings, supplied by each tap's stream ------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def window_settings(self) -> WindowSettings:
+        """Date range, window size and lookback of this run."""
+
+    @property
+    @abc.abstractmethod
+    def retry_policy(self) -> RetryPolicy:
+        """How failed requests are retried."""
+
+    @property
+    @abc.abstractmethod
+    def timeouts(self) -> Timeouts:
+        """Connect and read timeouts."""
+
+    def query_keys(self, context: Context | None) -> t.Sequence[str]:  # noqa: ARG002
+        """Keys one query can cover together, each with its own bookmark; none by default."""
+        return ()
+
+    def validate_body(self, body: t.Any, response: requests.Response) -> None:
+        """Check a decoded 2xx body; raise ResponseShapeError (fatal) or RetriableAPIError."""
+
+    # -- windows and state -------------------------------------------------------------------
+
+    def plan(self, context: Context | None) -> SyncPlan:
+        """Where each key of this partition starts, and the windows that cover them."""
+        settings = self.window_settings
+        state = self.get_context_state(context)
+        shared = None
+        if state.get("replication_key") == self.replication_key and state.get("replication_key_value"):
+            shared = normalize_timestamp(str(state["replication_key_value"]))
+        by_key = state.get(BOOKMARKS_BY_KEY)
+        keys = list(dict.fromkeys(self.query_keys(context))) or [""]
+        starts: dict[str, dt.datetime] = {}
+        for key in keys:
+            if key and isinstance(by_key, dict):
+                raw = by_key.get(key)
+                bookmark = normalize_timestamp(str(raw)) if raw else None
+            else:
+                bookmark = shared
+            start = settings.start
+            if bookmark:
+                start = max(settings.start, parse_timestamp(bookmark) - settings.lookback)
+            starts[key] = start
+        first = min(starts.values())
+        windows = plan_windows(first, settings.end, settings.window_size) if first < settings.end else []
+        return SyncPlan(windows=windows, key_starts={k: format_timestamp(v) for k, v in starts.items()})
+
+    def complete_window(self, context: Context | None, query: WindowQuery, all_keys: t.Sequence[str]) -> None:
+        """Record that every page of ``query`` has been emitted, and write STATE."""
+        state = self.get_context_state(context)
+        end = query.window.end_text
+        previous = state.get("replication_key_value") if state.get("replication_key") == self.replication_key else None
+        previous = normalize_timestamp(str(previous)) if previous else None
+        if any(all_keys):
+            by_key = state.get(BOOKMARKS_BY_KEY)
+            if not isinstance(by_key, dict):
+                # First keyed bookmark: a shared bookmark from an older state covers every key.
+                by_key = {k: previous for k in all_keys} if previous else {}
+                state[BOOKMARKS_BY_KEY] = by_key
+            for key in query.keys:
+                old = by_key.get(key)
+                by_key[key] = max(normalize_timestamp(str(old)), end) if old else end
+            covered = [by_key.get(k) for k in all_keys]
+            if all(covered):
+                state["replication_key"] = self.replication_key
+                state["replication_key_value"] = min(normalize_timestamp(str(c)) for c in covered)
+        else:
+            state["replication_key"] = self.replication_key
+            state["replication_key_value"] = max(previous, end) if previous else end
+        self.state_manager.is_flushed = False
+        self._write_state_message()
+
+    def _increment_stream_state(self, latest_record: Record, *, context: Context | None = None) -> None:
+        """Records never move the bookmark: completed windows do (see ``complete_window``)."""
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        plan = self.plan(context)
+        all_keys = [k for k in plan.key_starts if k]
+        self._log_plan(context, plan)
+        rk = self.replication_key
+        for window in plan.windows:
+            query = WindowQuery(window, tuple(k for k in plan.keys_due(window) if k))
+            low, high = window.start_text, window.end_text
+            emitted = outside = 0
+            for record in self.request_records(query.as_context(context)):
+                value = record[rk]
+                if low <= value < high:
+                    emitted += 1
+                    yield record
+                else:
+                    outside += 1
+            if outside:
+                self.logger.info(
+                    "%s: %d item(s) of window %s fell outside it and were left to the window "
+                    "they belong to", self.name, outside, window,
+                )
+            self.complete_window(context, query, all_keys)
+            self.logger.info(
+                "%s%s: window %s complete, %d record(s); bookmark now %s",
+                self.name, _partition_label(context), window, emitted, window.end_text,
+            )
+
+    def _log_plan(self, context: Context | None, plan: SyncPlan) -> None:
+        settings = self.window_settings
+        if not plan.windows:
+            self.logger.info("%s%s: nothing to read before %s", self.name, _partition_label(context), settings.end.isoformat())
+            return
+        starts = ", ".join(f"{k or 'all'} from {v}" for k, v in plan.key_starts.items())
+        self.logger.info(
+            "%s%s: %d window(s) of up to %s from %s to %s (%s; lookback %s)",
+            self.name, _partition_label(context), len(plan.windows), settings.window_size,
+            plan.windows[0].start.isoformat(), plan.windows[-1].end.isoformat(), starts, settings.lookback,
+        )
+
+    # -- requests ---------------------------------------------------------------------------
+
+    @property
+    def timeout(self) -> t.Any:  # (connect, read): requests takes either form
+        return self.timeouts.as_tuple()
+
+    def decoded_body(self, response: requests.Response) -> t.Any:
+        """The JSON body of a validated response (decoded once, in ``validate_response``)."""
+        if response in self._decoded:
+            return self._decoded[response]
+        return decode_json(response)
+
+    def validate_response(self, response: requests.Response) -> None:
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise RetriableAPIError(describe_response_failure(response, "retriable failure"), response)
+        if status >= 400:
+            raise FatalAPIError(describe_response_failure(response, "request refused"))
+        try:
+            body = decode_json(response)
+        except ValueError as exc:
+            # A 2xx body that is not JSON was cut short or garbled on the way: ask again.
+            raise RetriableAPIError(describe_response_failure(response, str(exc)), response) from exc
+        self.validate_body(body, response)
+        self._decoded[response] = body
+
+    def request_decorator(self, func: RequestFunc) -> RequestFunc:
+        policy = self.retry_policy
+        retrying = backoff.on_exception(
+            policy.waits,
+            RETRIABLE_FAILURES,
+            max_tries=policy.max_tries,
+            jitter=None,
+            on_backoff=self._log_retry,
+            logger=None,
+        )(func)
+
+        def request_with_retries(prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:
+            try:
+                return retrying(prepared_request, context)
+            except RetriableAPIError as exc:
+                msg = f"Giving up after retries ({policy.max_tries} attempts or {policy.max_total_wait:g} s of waiting at most). {exc}"
+                raise FatalAPIError(mask(msg)) from exc
+            except (requests.exceptions.RequestException, ConnectionResetError) as exc:
+                msg = f"Giving up after retries: {describe_transport_failure(prepared_request, exc)}"
+                raise FatalAPIError(msg) from exc
+
+        return request_with_retries
+
+    def _log_retry(self, details: Details) -> None:
+        failure = details.get("exception")
+        response = getattr(failure, "response", None)
+        if isinstance(response, requests.Response):
+            cause = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+            if response.status_code < 400:
+                cause += " with a body that is not JSON"
+        else:
+            cause = type(failure).__name__ if failure else "failure"
+        self.logger.warning(
+            "%s: attempt %d failed (%s); retrying in %.2f s",
+            self.name, details.get("tries", 0), cause, details.get("wait") or 0.0,
+        )
+
+    def backoff_handler(self, details: Details) -> None:
+        self._log_retry(details)
+
+
+def _partition_label(context: Context | None) -> str:
+    if not context:
+        return ""
+    return "[" + ", ".join(f"{k}={v}" for k, v in context.items()) + "]"
+
+
+def quiet_loggers() -> None:
+    """Keep urllib3's connection chatter out of INFO logs."""
+    logging.getLogger("urllib3").setLevel(logging.WARNING)

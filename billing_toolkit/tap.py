@@ -1,0 +1,101 @@
+"""The base of every billing tap: semantic config validation, secret masking, a plain --test."""
+
+from __future__ import annotations
+
+import logging
+import os
+import typing as t
+
+import click
+from singer_sdk import Tap
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
+from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
+from singer_sdk.tap_base import CliTestOptionValue
+
+from billing_toolkit.secrets import install_log_masking, mask, register_secret
+
+
+class ConnectionCheckError(Exception):
+    """The connection test failed; the message says what to fix."""
+
+
+class BillingTap(Tap):
+    """A Singer tap whose secrets never reach any output and whose bad config fails up front."""
+
+    #: No BATCH: a batch file is delivered after the STATE of its windows, so state could run
+    #: ahead of the data a target has received.
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        install_log_masking()
+        # Secrets are registered before the SDK validates the config, since its messages may
+        # quote the offending values.
+        self._register_secrets(kwargs.get("config"), parse_env=bool(kwargs.get("parse_env_config")))
+        super().__init__(*args, **kwargs)
+        self._register_secrets(dict(self.config), parse_env=False)
+        if kwargs.get("validate_config", True):
+            errors = self.semantic_config_errors()
+            if errors:
+                raise ConfigValidationError("Config validation failed", errors=errors)
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+    def semantic_config_errors(self) -> list[str]:
+        """What JSON Schema cannot say about the config: one line per problem, naming the setting."""
+        return []
+
+    def check_connection(self) -> str:
+        """Make one cheap request; return what was checked, or raise ConnectionCheckError."""
+        raise NotImplementedError
+
+    @classmethod
+    def secret_setting_names(cls) -> list[str]:
+        return [
+            name
+            for name, schema in cls.config_jsonschema.get("properties", {}).items()
+            if schema.get("secret") or schema.get("writeOnly")
+        ]
+
+    @classmethod
+    def _register_secrets(cls, config: object, *, parse_env: bool) -> None:
+        names = cls.secret_setting_names()
+        if isinstance(config, dict):
+            for name in names:
+                register_secret(config.get(name))
+        if parse_env:
+            prefix = cls.name.upper().replace("-", "_") + "_"
+            for name in names:
+                register_secret(os.environ.get(prefix + name.upper()))
+
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """``--test``: one cheap request that says plainly what failed (``--test=schema`` as usual)."""
+        if value in {CliTestOptionValue.Disabled.value, CliTestOptionValue.Schema.value}:
+            super().cb_test(ctx, param, value)
+            return
+        config = ctx.params.get("config")
+        try:
+            tap = cls(
+                config=getattr(config, "config", None),
+                parse_env_config=bool(getattr(config, "parse_env", False)),
+                validate_config=True,
+            )
+        except ConfigValidationError as exc:
+            for error in exc.errors:
+                cls.logger.error(error)  # noqa: TRY400
+            cls.logger.error("Config validation failed")  # noqa: TRY400
+            ctx.exit(1)
+        try:
+            checked = tap.check_connection()
+        except (ConnectionCheckError, FatalAPIError) as exc:
+            cls.logger.error("Connection test failed: %s", mask(str(exc)))  # noqa: TRY400
+            ctx.exit(1)
+        cls.logger.info("Connection test passed: %s", checked)
+        ctx.exit()

@@ -1,0 +1,1 @@
+"""tap-luminai: billable events from the Lumin.ai Billing API."""

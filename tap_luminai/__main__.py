@@ -1,0 +1,3 @@
+from tap_luminai.tap import TapLuminai
+
+TapLuminai.cli()
