@@ -10,6 +10,7 @@ It prints one JSON line with the URL and token to use, then serves.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import signal
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     lumin.add_argument("--seed", type=int, default=1, help="dataset seed")
     lumin.add_argument("--events", type=int, default=2000, help="number of events")
     lumin.add_argument("--start", type=_date, default=_date("2024-01-01"), help="first event time")
-    lumin.add_argument("--end", type=_date, default=_date("2024-04-01"), help="end of events (exclusive)")
+    lumin.add_argument(
+        "--end", type=_date, default=_date("2024-04-01"), help="end of events (exclusive)"
+    )
     lumin.add_argument("--token", default=LuminSettings.token, help="bearer token to accept")
     lumin.add_argument("--page-size", type=int, default=LuminSettings.page_size)
     lumin.add_argument("--naming", choices=["timestamp", "datetime", "mixed"], default="timestamp")
@@ -56,15 +59,15 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     api = LuminAPI(events, settings)
     plan = FaultPlan([FaultRule.parse(r) for r in args.fault], seed=args.fault_seed)
     server = SandboxServer(api, faults=plan, port=args.port, keep_log=False)
-    print(  # noqa: T201 - the one line a caller reads to find the server
-        json.dumps({"api": api.name, "url": server.base_url + settings.path, "token": settings.token}),
+    print(
+        json.dumps(
+            {"api": api.name, "url": server.base_url + settings.path, "token": settings.token}
+        ),
         flush=True,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

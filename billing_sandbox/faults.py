@@ -48,7 +48,8 @@ class FaultRule:
     @classmethod
     def parse(cls, text: str) -> FaultRule:
         """``KIND[@N[,N...]][xREPEAT][~RATE]``, e.g. ``503@2x3``, ``drop~0.01``, ``429-date@1``."""
-        kind, rate, repeat, at = text, 0.0, 1, ()
+        kind, rate, repeat = text, 0.0, 1
+        at: tuple[int, ...] = ()
         if "~" in kind:
             kind, rate_text = kind.split("~", 1)
             rate = float(rate_text)

@@ -67,7 +67,9 @@ def generate_events(
     span_us = int((end - start).total_seconds() * 1_000_000)
     types = [t for t, _ in EVENT_TYPES]
     weights = [w for _, w in EVENT_TYPES]
-    conversations = [str(5_000_000_000_000_000 + rng.randrange(10**15)) for _ in range(max(1, count // 3))]
+    conversations = [
+        str(5_000_000_000_000_000 + rng.randrange(10**15)) for _ in range(max(1, count // 3))
+    ]
     host_dids = {h: f"1{rng.randrange(10**10, 10**11)}" for h in hosts}
     seen: set[str] = set()
     events: list[LuminEvent] = []
@@ -80,8 +82,7 @@ def generate_events(
         moment = start + dt.timedelta(microseconds=rng.randrange(span_us))
         if rng.random() < 0.02:
             moment = moment.replace(minute=0, second=0, microsecond=0)
-            if moment < start:
-                moment = start
+            moment = max(moment, start)
         host = rng.choice(hosts)
         events.append(
             LuminEvent(
@@ -191,7 +192,12 @@ class LuminAPI:
         position = bisect.bisect_right(matches, after, key=lambda e: e.id) if after else 0
         page = matches[position : position + self.settings.page_size]
         more = position + len(page) < len(matches)
-        if not more and self.settings.empty_last_page and page and len(page) == self.settings.page_size:
+        if (
+            not more
+            and self.settings.empty_last_page
+            and page
+            and len(page) == self.settings.page_size
+        ):
             more = True
         body: dict[str, object] = {"ok": True, "items": [self._render(e) for e in page]}
         if more:
@@ -210,8 +216,12 @@ class LuminAPI:
     def _matching(self, query: _Query) -> list[LuminEvent]:
         with self._lock:
             events, times = self._events, self._times
-        low = (bisect.bisect_left if self.settings.start_inclusive else bisect.bisect_right)(times, query.start)
-        high = (bisect.bisect_right if self.settings.end_inclusive else bisect.bisect_left)(times, query.end)
+        low = (bisect.bisect_left if self.settings.start_inclusive else bisect.bisect_right)(
+            times, query.start
+        )
+        high = (bisect.bisect_right if self.settings.end_inclusive else bisect.bisect_left)(
+            times, query.end
+        )
         selected = [
             e
             for e in events[low:high]
@@ -225,7 +235,11 @@ class LuminAPI:
         item["timestamp"] = event.timestamp_text
         naming = self.settings.naming
         if naming == "mixed":
-            naming = "datetime" if int(hashlib.md5(event.id.encode()).hexdigest(), 16) % 2 else "timestamp"  # noqa: S324
+            naming = (
+                "datetime"
+                if int(hashlib.md5(event.id.encode(), usedforsecurity=False).hexdigest(), 16) % 2
+                else "timestamp"
+            )
         if naming == "datetime":
             item["datetime"] = item.pop("timestamp")
             item["event_type"] = item.pop("type")

@@ -102,7 +102,9 @@ class SandboxServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> SandboxServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"sandbox-{self.api.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name=f"sandbox-{self.api.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -161,7 +163,7 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             # Headers and body go out in two writes: without this, delayed ACKs cost ~40 ms a page.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: t.Any) -> None:
             return  # quiet: tests and benchmarks read the server's own log
 
         def do_GET(self) -> None:
@@ -174,14 +176,18 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             parts = urlsplit(self.path)
-            request = Request(self.command, parts.path, parse_qs(parts.query), self.headers, body)
+            request = Request(
+                self.command, parts.path, parse_qs(parts.query), dict(self.headers.items()), body
+            )
             if not server.api.is_api_request(request):
                 self._send(server.api.handle(request))
                 return
             record, concurrent = server._enter(request)
             try:
                 if concurrent:
-                    response = server.api.error_body(409, "another request is in flight: send one request at a time")
+                    response = server.api.error_body(
+                        409, "another request is in flight: send one request at a time"
+                    )
                     record.status = response.status
                     self._send(response)
                     return
@@ -199,13 +205,19 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
         def _inject(self, fault: str, request: Request, record: RequestRecord) -> None:
             plan = server.faults
             if fault in {"429", "429-date"}:
-                after = str(plan.retry_after_seconds) if fault == "429" else _http_date(plan.retry_after_seconds)
+                after = (
+                    str(plan.retry_after_seconds)
+                    if fault == "429"
+                    else _http_date(plan.retry_after_seconds)
+                )
                 response = server.api.error_body(429, "rate limit reached, try again later")
                 response.headers["Retry-After"] = after
             elif fault in {"500", "502", "503", "401"}:
                 response = server.api.error_body(int(fault), f"injected {fault}")
             elif fault == "not-ok":
-                response = Response.json(200, {"ok": False, "error": "injected: the request could not be served"})
+                response = Response.json(
+                    200, {"ok": False, "error": "injected: the request could not be served"}
+                )
             elif fault == "stall":
                 record.status = None
                 self._stall(plan.stall_seconds)

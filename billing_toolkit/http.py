@@ -41,7 +41,7 @@ class RetryPolicy:
     max_delay: float = 60.0
     max_total_wait: float = 600.0
 
-    def waits(self, rng: random.Random | None = None) -> t.Generator[float | None, t.Any, None]:
+    def waits(self, rng: random.Random | None = None) -> t.Generator[float, t.Any, None]:
         """A wait generator for ``backoff.on_exception``: it is sent each failure in turn.
 
         The n-th computed delay is ``initial_delay * 2**n`` capped at ``max_delay``, drawn uniformly
@@ -51,7 +51,7 @@ class RetryPolicy:
         rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         waited = 0.0
         attempt = 0
-        failure = yield None
+        failure = yield 0.0  # priming value, discarded by backoff
         while True:
             hinted = retry_after_seconds(failure)
             if hinted is not None:
@@ -106,7 +106,7 @@ def body_excerpt(response: requests.Response) -> str:
     """The response body as text, masked and cut to a readable length."""
     try:
         text = response.text
-    except Exception:  # noqa: BLE001 - a body that cannot be decoded is described, not raised
+    except Exception:
         text = repr(response.content[:BODY_EXCERPT_CHARS])
     if not text:
         return "(empty)"
@@ -121,8 +121,7 @@ def describe_response_failure(response: requests.Response, problem: str) -> str:
     method = request.method if request is not None else "?"
     url = mask(response.url or (request.url if request is not None else "?") or "?")
     return mask(
-        f"{problem}: {method} {url} answered HTTP {response.status_code} {response.reason or ''}"
-        .rstrip()
+        f"{problem}: {method} {url} answered HTTP {response.status_code} {response.reason or ''}".rstrip()
         + f". Request payload: {payload_text(request)}. Response body: {body_excerpt(response)}"
     )
 

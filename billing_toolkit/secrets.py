@@ -89,7 +89,7 @@ def install_log_masking() -> None:
 def _mask_record(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
-    except Exception:  # noqa: BLE001 - a malformed record must still be logged, masked
+    except Exception:
         message = f"{record.msg!s} {record.args!r}"
     record.msg = REGISTRY.mask(message)
     record.args = None

@@ -8,6 +8,7 @@ validated config into explicit values with :func:`window_settings`, :func:`retry
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import ipaddress
 import typing as t
 from dataclasses import dataclass
@@ -119,7 +120,9 @@ class WindowSettings:
     lookback: dt.timedelta
 
 
-def window_settings(config: t.Mapping[str, t.Any], *, now: dt.datetime | None = None) -> WindowSettings:
+def window_settings(
+    config: t.Mapping[str, t.Any], *, now: dt.datetime | None = None
+) -> WindowSettings:
     """Turn a validated config into the run's date range (``end`` defaults to ``now``)."""
     end_value = config.get("end_date")
     return WindowSettings(
@@ -160,7 +163,9 @@ def validate_window_settings(
             "the range [start_date, end_date) is empty"
         )
     if start and not end and start > utc_now():
-        errors.append(f"start_date ({start.isoformat()}) is in the future: there is nothing to read")
+        errors.append(
+            f"start_date ({start.isoformat()}) is in the future: there is nothing to read"
+        )
     size = config.get("window_size_days")
     if size is not None:
         if not _is_number(size) or size <= 0:
@@ -174,7 +179,9 @@ def validate_window_settings(
         ("retry_max_tries", 1),
     ):
         value = config.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < low
+        ):
             errors.append(f"{key} must be a whole number of at least {low}, got {value!r}")
     for key in ("connect_timeout_seconds", "read_timeout_seconds"):
         value = config.get(key)
@@ -247,7 +254,7 @@ def is_loopback_host(host: str) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
 
 
 def _check_date(
@@ -261,7 +268,9 @@ def _check_date(
     try:
         parsed = parse_timestamp(value)
     except ValueError:
-        errors.append(f"{key} must be an ISO 8601 date or date-time (e.g. 2024-01-01), got {value!r}")
+        errors.append(
+            f"{key} must be an ISO 8601 date or date-time (e.g. 2024-01-01), got {value!r}"
+        )
         return None
     if parsed < EARLIEST_DATE or parsed.year > 2100:
         errors.append(f"{key} ({value!r}) is outside the supported range 2000-01-01 .. 2100-12-31")

@@ -53,7 +53,7 @@ QUERY_KEYS = "query_keys"
 
 #: Failures worth another attempt: throttling, server errors, timeouts, dropped connections and
 #: bodies cut short (``validate_response`` raises RetriableAPIError for a 2xx body that is not JSON).
-RETRIABLE_FAILURES: tuple[type[BaseException], ...] = (
+RETRIABLE_FAILURES: tuple[type[Exception], ...] = (
     RetriableAPIError,
     ConnectionResetError,
     requests.exceptions.Timeout,
@@ -89,7 +89,9 @@ class WindowQuery:
             raise RuntimeError(msg)
         keys = context[QUERY_KEYS]
         return cls(
-            DateWindow(parse_timestamp(context[WINDOW_START]), parse_timestamp(context[WINDOW_END])),
+            DateWindow(
+                parse_timestamp(context[WINDOW_START]), parse_timestamp(context[WINDOW_END])
+            ),
             tuple(keys.split(",")) if keys else (),
         )
 
@@ -102,7 +104,7 @@ class SyncPlan:
     key_starts: dict[str, str]
 
     def keys_due(self, window: DateWindow) -> tuple[str, ...]:
-        return tuple(k for k, start in self.key_starts.items() if start < window.end_text)
+        return tuple(k for k, start in self.key_starts.items() if start <= window.start_text)
 
 
 class BodyTokenPaginator(BaseAPIPaginator[str | None]):
@@ -131,7 +133,7 @@ class BodyTokenPaginator(BaseAPIPaginator[str | None]):
         self._seen.add(token)
         return token
 
-    def continue_if_empty(self, response: requests.Response) -> bool:  # noqa: ARG002
+    def continue_if_empty(self, response: requests.Response) -> bool:
         # An empty page with a token is not the end: the token decides.
         return True
 
@@ -165,7 +167,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     def timeouts(self) -> Timeouts:
         """Connect and read timeouts."""
 
-    def query_keys(self, context: Context | None) -> t.Sequence[str]:  # noqa: ARG002
+    def query_keys(self, context: Context | None) -> t.Sequence[str]:
         """Keys one query can cover together, each with its own bookmark; none by default."""
         return ()
 
@@ -179,7 +181,9 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         settings = self.window_settings
         state = self.get_context_state(context)
         shared = None
-        if state.get("replication_key") == self.replication_key and state.get("replication_key_value"):
+        if state.get("replication_key") == self.replication_key and state.get(
+            "replication_key_value"
+        ):
             shared = normalize_timestamp(str(state["replication_key_value"]))
         by_key = state.get(BOOKMARKS_BY_KEY)
         keys = list(dict.fromkeys(self.query_keys(context))) or [""]
@@ -194,15 +198,27 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             if bookmark:
                 start = max(settings.start, parse_timestamp(bookmark) - settings.lookback)
             starts[key] = start
-        first = min(starts.values())
-        windows = plan_windows(first, settings.end, settings.window_size) if first < settings.end else []
-        return SyncPlan(windows=windows, key_starts={k: format_timestamp(v) for k, v in starts.items()})
+        # A window never straddles a key's start, so each key is read from exactly its start.
+        breaks = sorted(set(starts.values()))
+        windows: list[DateWindow] = []
+        for low, high in zip(breaks, [*breaks[1:], settings.end], strict=False):
+            if low < min(high, settings.end):
+                windows += plan_windows(low, min(high, settings.end), settings.window_size)
+        return SyncPlan(
+            windows=windows, key_starts={k: format_timestamp(v) for k, v in starts.items()}
+        )
 
-    def complete_window(self, context: Context | None, query: WindowQuery, all_keys: t.Sequence[str]) -> None:
+    def complete_window(
+        self, context: Context | None, query: WindowQuery, all_keys: t.Sequence[str]
+    ) -> None:
         """Record that every page of ``query`` has been emitted, and write STATE."""
         state = self.get_context_state(context)
         end = query.window.end_text
-        previous = state.get("replication_key_value") if state.get("replication_key") == self.replication_key else None
+        previous = (
+            state.get("replication_key_value")
+            if state.get("replication_key") == self.replication_key
+            else None
+        )
         previous = normalize_timestamp(str(previous)) if previous else None
         if any(all_keys):
             by_key = state.get(BOOKMARKS_BY_KEY)
@@ -223,7 +239,9 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         self.state_manager.is_flushed = False
         self._write_state_message()
 
-    def _increment_stream_state(self, latest_record: Record, *, context: Context | None = None) -> None:
+    def _increment_stream_state(
+        self, latest_record: Record, *, context: Context | None = None
+    ) -> None:
         """Records never move the bookmark: completed windows do (see ``complete_window``)."""
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
@@ -245,24 +263,42 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             if outside:
                 self.logger.info(
                     "%s: %d item(s) of window %s fell outside it and were left to the window "
-                    "they belong to", self.name, outside, window,
+                    "they belong to",
+                    self.name,
+                    outside,
+                    window,
                 )
             self.complete_window(context, query, all_keys)
             self.logger.info(
                 "%s%s: window %s complete, %d record(s); bookmark now %s",
-                self.name, _partition_label(context), window, emitted, window.end_text,
+                self.name,
+                _partition_label(context),
+                window,
+                emitted,
+                window.end_text,
             )
 
     def _log_plan(self, context: Context | None, plan: SyncPlan) -> None:
         settings = self.window_settings
         if not plan.windows:
-            self.logger.info("%s%s: nothing to read before %s", self.name, _partition_label(context), settings.end.isoformat())
+            self.logger.info(
+                "%s%s: nothing to read before %s",
+                self.name,
+                _partition_label(context),
+                settings.end.isoformat(),
+            )
             return
         starts = ", ".join(f"{k or 'all'} from {v}" for k, v in plan.key_starts.items())
         self.logger.info(
             "%s%s: %d window(s) of up to %s from %s to %s (%s; lookback %s)",
-            self.name, _partition_label(context), len(plan.windows), settings.window_size,
-            plan.windows[0].start.isoformat(), plan.windows[-1].end.isoformat(), starts, settings.lookback,
+            self.name,
+            _partition_label(context),
+            len(plan.windows),
+            settings.window_size,
+            plan.windows[0].start.isoformat(),
+            plan.windows[-1].end.isoformat(),
+            starts,
+            settings.lookback,
         )
 
     # -- requests ---------------------------------------------------------------------------
@@ -280,14 +316,18 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code
         if status == 429 or status >= 500:
-            raise RetriableAPIError(describe_response_failure(response, "retriable failure"), response)
+            raise RetriableAPIError(
+                describe_response_failure(response, "retriable failure"), response
+            )
         if status >= 400:
             raise FatalAPIError(describe_response_failure(response, "request refused"))
         try:
             body = decode_json(response)
         except ValueError as exc:
             # A 2xx body that is not JSON was cut short or garbled on the way: ask again.
-            raise RetriableAPIError(describe_response_failure(response, str(exc)), response) from exc
+            raise RetriableAPIError(
+                describe_response_failure(response, str(exc)), response
+            ) from exc
         self.validate_body(body, response)
         self._decoded[response] = body
 
@@ -302,14 +342,18 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             logger=None,
         )(func)
 
-        def request_with_retries(prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:
+        def request_with_retries(
+            prepared_request: requests.PreparedRequest, context: Context | None
+        ) -> requests.Response:
             try:
                 return retrying(prepared_request, context)
             except RetriableAPIError as exc:
                 msg = f"Giving up after retries ({policy.max_tries} attempts or {policy.max_total_wait:g} s of waiting at most). {exc}"
                 raise FatalAPIError(mask(msg)) from exc
             except (requests.exceptions.RequestException, ConnectionResetError) as exc:
-                msg = f"Giving up after retries: {describe_transport_failure(prepared_request, exc)}"
+                msg = (
+                    f"Giving up after retries: {describe_transport_failure(prepared_request, exc)}"
+                )
                 raise FatalAPIError(msg) from exc
 
         return request_with_retries
@@ -325,7 +369,10 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             cause = type(failure).__name__ if failure else "failure"
         self.logger.warning(
             "%s: attempt %d failed (%s); retrying in %.2f s",
-            self.name, details.get("tries", 0), cause, details.get("wait") or 0.0,
+            self.name,
+            details.get("tries", 0),
+            cause,
+            details.get("wait") or 0.0,
         )
 
     def backoff_handler(self, details: Details) -> None:

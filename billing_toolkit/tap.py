@@ -89,13 +89,13 @@ class BillingTap(Tap):
             )
         except ConfigValidationError as exc:
             for error in exc.errors:
-                cls.logger.error(error)  # noqa: TRY400
-            cls.logger.error("Config validation failed")  # noqa: TRY400
+                cls.logger.error(error)
+            cls.logger.error("Config validation failed")
             ctx.exit(1)
         try:
             checked = tap.check_connection()
         except (ConnectionCheckError, FatalAPIError) as exc:
-            cls.logger.error("Connection test failed: %s", mask(str(exc)))  # noqa: TRY400
+            cls.logger.error("Connection test failed: %s", mask(str(exc)))
             ctx.exit(1)
         cls.logger.info("Connection test passed: %s", checked)
         ctx.exit()

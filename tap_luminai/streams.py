@@ -12,7 +12,12 @@ from singer_sdk.exceptions import FatalAPIError
 
 from billing_toolkit import settings as common
 from billing_toolkit.http import describe_response_failure
-from billing_toolkit.stream import BodyTokenPaginator, ResponseShapeError, WindowedRESTStream, WindowQuery
+from billing_toolkit.stream import (
+    BodyTokenPaginator,
+    ResponseShapeError,
+    WindowedRESTStream,
+    WindowQuery,
+)
 from billing_toolkit.timestamps import format_timestamp, normalize_timestamp
 
 if t.TYPE_CHECKING:
@@ -47,7 +52,9 @@ class BillingEventsStream(WindowedRESTStream):
         th.Property("type", th.StringType, description="Event type, e.g. billing.scheduled"),
         th.Property("host_id", th.StringType, description="Host (appointment-making entity)"),
         th.Property("host_did", th.StringType, description="Host DID, digits only"),
-        th.Property("user_did", th.StringType, description="End-user DID, digits only; may be empty"),
+        th.Property(
+            "user_did", th.StringType, description="End-user DID, digits only; may be empty"
+        ),
         th.Property("fake", th.StringType, description="Real or test event marker, e.g. 'real'"),
     ).to_dict()
 
@@ -76,13 +83,15 @@ class BillingEventsStream(WindowedRESTStream):
         hosts = self.config.get("hosts") or []
         return [{"host_id": host} for host in dict.fromkeys(hosts)] or None
 
-    def query_keys(self, context: Context | None) -> list[str]:  # noqa: ARG002
+    def query_keys(self, context: Context | None) -> list[str]:
         return sorted(set(self.config.get("event_types") or ["billing.scheduled"]))
 
     def get_new_paginator(self) -> BodyTokenPaginator:
         return BodyTokenPaginator(lambda response: self.decoded_body(response).get("next_token"))
 
-    def prepare_request_payload(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
+    def prepare_request_payload(
+        self, context: Context | None, next_page_token: t.Any
+    ) -> dict[str, t.Any]:
         query = WindowQuery.from_context(context)
         payload: dict[str, t.Any] = {
             "type": ",".join(query.keys),
@@ -97,7 +106,9 @@ class BillingEventsStream(WindowedRESTStream):
 
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
         if not isinstance(body, dict):
-            raise ResponseShapeError(describe_response_failure(response, "the response is not a JSON object"))
+            raise ResponseShapeError(
+                describe_response_failure(response, "the response is not a JSON object")
+            )
         if body.get("ok") is not True:
             raise FatalAPIError(describe_response_failure(response, "the API answered ok=false"))
         items = body.get("items")
@@ -110,13 +121,17 @@ class BillingEventsStream(WindowedRESTStream):
 
     def _event(self, item: t.Any, response: requests.Response) -> dict[str, t.Any]:
         if not isinstance(item, dict):
-            raise ResponseShapeError(describe_response_failure(response, f"an item is not an object: {item!r}"))
-        record = {ALIASES.get(key, key): value for key, value in item.items()}
+            raise ResponseShapeError(
+                describe_response_failure(response, f"an item is not an object: {item!r}")
+            )
+        record: dict[str, t.Any] = {ALIASES.get(str(key), str(key)): v for key, v in item.items()}
         if not record.get("id") or not isinstance(record["id"], str):
-            raise ResponseShapeError(describe_response_failure(response, f"an item has no id: {item!r}"))
+            raise ResponseShapeError(
+                describe_response_failure(response, f"an item has no id: {item!r}")
+            )
         stamp = record.get("timestamp")
         try:
-            record["timestamp"] = normalize_timestamp(stamp)
+            record["timestamp"] = normalize_timestamp(str(stamp) if stamp is not None else "")
         except (TypeError, ValueError):
             msg = f"item {record['id']} has no valid timestamp/datetime ({stamp!r})"
             raise ResponseShapeError(describe_response_failure(response, msg)) from None

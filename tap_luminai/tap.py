@@ -67,7 +67,11 @@ class TapLuminai(BillingTap):
             *common.validate_secret(config, "token"),
             *common.validate_string_list(config, "event_types", forbid=", "),
             *common.validate_string_list(config, "hosts"),
-            *(["event_types must name at least one event type"] if config.get("event_types") == [] else []),
+            *(
+                ["event_types must name at least one event type"]
+                if config.get("event_types") == []
+                else []
+            ),
             *common.validate_window_settings(config),
         ]
 
@@ -77,9 +81,11 @@ class TapLuminai(BillingTap):
         end = stream.window_settings.end
         window = DateWindow(end - dt.timedelta(seconds=1), end)
         keys = tuple(stream.query_keys(None))
-        partition = (stream.partitions or [None])[0]
+        partition = stream.partitions[0] if stream.partitions else None
         try:
-            next(iter(stream.request_records(WindowQuery(window, keys).as_context(partition))), None)
+            next(
+                iter(stream.request_records(WindowQuery(window, keys).as_context(partition))), None
+            )
         except Exception as exc:
             raise ConnectionCheckError(_explain(exc, str(self.config["api_url"]))) from exc
         return f"POST {self.config['api_url']} accepted the token and answered a billing page"

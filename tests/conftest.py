@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+
+from billing_sandbox.server import SandboxServer
+from tests.support import assert_no_secrets, lumin_sandbox
+
+
+@pytest.fixture
+def lumin() -> t.Iterator[t.Callable[..., SandboxServer]]:
+    """Start Lumin.ai sandboxes for one test; all are stopped after it."""
+    started: list[SandboxServer] = []
+
+    def start(**kwargs: t.Any) -> SandboxServer:
+        server = lumin_sandbox(**kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> t.Iterator[None]:
+    """Whatever a test logs in-process is checked for every test secret."""
+    yield
+    assert_no_secrets(caplog.text)

@@ -1,0 +1,191 @@
+"""Helpers the tests share: sandboxes on loopback and running the tap as a real process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from billing_sandbox.faults import FaultPlan, FaultRule
+from billing_sandbox.luminai import LuminAPI, LuminSettings, generate_events
+from billing_sandbox.server import SandboxServer
+
+UTC = dt.timezone.utc
+START = dt.datetime(2024, 1, 1, tzinfo=UTC)
+END = dt.datetime(2024, 4, 1, tzinfo=UTC)
+#: Every secret any test uses: none may appear in any output (see the conftest's checks).
+LUMIN_TOKEN = "lumin-test-token-5e2b7c91d4"
+SECRETS = (LUMIN_TOKEN,)
+
+
+def lumin_sandbox(
+    *,
+    events: int = 1500,
+    seed: int = 7,
+    start: dt.datetime = START,
+    end: dt.datetime = END,
+    faults: list[FaultRule] | None = None,
+    retry_after: int = 1,
+    stall_seconds: float = 10.0,
+    **settings: object,
+) -> SandboxServer:
+    """A started Lumin.ai sandbox; stop it with ``.stop()`` (fixtures do)."""
+    data = generate_events(seed=seed, count=events, start=start, end=end)
+    api = LuminAPI(data, LuminSettings(token=LUMIN_TOKEN, **settings))  # type: ignore[arg-type]
+    plan = FaultPlan(faults or [], retry_after_seconds=retry_after, stall_seconds=stall_seconds)
+    return SandboxServer(api, faults=plan).start()
+
+
+def lumin_config(server: SandboxServer, **overrides: object) -> dict[str, object]:
+    api: LuminAPI = server.api  # type: ignore[assignment]
+    config: dict[str, object] = {
+        "api_url": server.base_url + api.settings.path,
+        "token": LUMIN_TOKEN,
+        "start_date": START.isoformat(),
+        "end_date": END.isoformat(),
+        "event_types": ["billing.scheduled", "billing.rescheduled"],
+        "window_size_days": 14,
+        "lookback_minutes": 60,
+        "read_timeout_seconds": 1,
+        "connect_timeout_seconds": 2,
+        "retry_initial_delay_seconds": 0.2,
+        "retry_max_wait_seconds": 20,
+    }
+    config.update(overrides)
+    return {k: v for k, v in config.items() if v is not None}
+
+
+@dataclass
+class TapRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: list[dict] = field(default_factory=list)
+
+    @property
+    def records(self) -> list[dict]:
+        return [m["record"] for m in self.messages if m["type"] == "RECORD"]
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["id"] for r in self.records]
+
+    @property
+    def states(self) -> list[dict]:
+        return [m["value"] for m in self.messages if m["type"] == "STATE"]
+
+    @property
+    def last_state(self) -> dict | None:
+        return self.states[-1] if self.states else None
+
+
+def _parse_messages(stdout: str) -> list[dict]:
+    messages = []
+    for raw in stdout.splitlines():
+        line = raw.strip()
+        if line:
+            try:
+                messages.append(json.loads(line))
+            except ValueError:
+                break  # a line cut by SIGKILL: the target would not have received it either
+    return messages
+
+
+def _write_json(directory: Path, name: str, value: object) -> Path:
+    path = directory / name
+    path.write_text(json.dumps(value))
+    return path
+
+
+def tap_command(
+    module: str, config: dict, state: dict | None, directory: Path, *extra: str
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        "--config",
+        str(_write_json(directory, "config.json", config)),
+    ]
+    if state is not None:
+        command += ["--state", str(_write_json(directory, "state.json", state))]
+    return command + list(extra)
+
+
+def run_tap(
+    config: dict,
+    state: dict | None = None,
+    *extra: str,
+    module: str = "tap_luminai",
+    timeout: float = 120,
+) -> TapRun:
+    """Run the tap as its own process, as Meltano would, and parse what it printed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(
+            tap_command(module, config, state, Path(tmp), *extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_env(),
+            check=False,
+        )
+    run = TapRun(result.returncode, result.stdout, result.stderr, _parse_messages(result.stdout))
+    assert_no_secrets(run.stdout, run.stderr)
+    return run
+
+
+def run_tap_killed_after_states(
+    config: dict,
+    state: dict | None,
+    states_before_kill: int,
+    *,
+    module: str = "tap_luminai",
+) -> TapRun:
+    """Run the tap and SIGKILL it as soon as it has printed ``states_before_kill`` STATE lines."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process = subprocess.Popen(
+            tap_command(module, config, state, Path(tmp)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=_env(),
+        )
+        assert process.stdout is not None
+        lines: list[str] = []
+        seen = 0
+        deadline = time.monotonic() + 120
+        for line in process.stdout:
+            lines.append(line)
+            if '"type":"STATE"' in line.replace(" ", ""):
+                seen += 1
+                if seen >= states_before_kill:
+                    os.kill(process.pid, signal.SIGKILL)
+                    break
+            if time.monotonic() > deadline:
+                break
+        process.kill()
+        rest = process.stdout.read()
+        process.wait()
+    stdout = "".join(lines) + rest
+    assert_no_secrets(stdout)
+    return TapRun(process.returncode, stdout, "", _parse_messages(stdout))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("SINGER_SDK_LOG_CONFIG", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def assert_no_secrets(*outputs: str) -> None:
+    for output in outputs:
+        for secret in SECRETS:
+            assert secret not in output, "a secret appeared in the tap's output"

@@ -1,0 +1,88 @@
+"""Retriable faults are survived exactly; fatal ones fail clearly without advancing state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from billing_sandbox.faults import FaultRule
+from tap_luminai.streams import BOUNDARY_GUARD
+from tests.support import END, START, lumin_config, run_tap
+
+TYPES = {"billing.scheduled", "billing.rescheduled"}
+
+
+def truth(server) -> list[str]:
+    return sorted(e.id for e in server.api.truth(types=TYPES, start=START, end=END))
+
+
+@pytest.mark.parametrize(
+    "kind", ["429", "429-date", "500", "502", "503", "stall", "drop", "truncate"]
+)
+def test_retriable_fault_is_survived_exactly(lumin, kind):
+    # Requests 1 (first page of the first window), 4 (a middle page) and 9 (later window).
+    server = lumin(faults=[FaultRule(kind, at=(1, 4, 9))], stall_seconds=5)
+    run = run_tap(lumin_config(server, read_timeout_seconds=0.5))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(run.ids) == truth(server)
+    assert server.faults.injected == {kind: 3}
+    assert server.concurrency_violations == 0
+    assert "retrying in" in run.stderr
+
+
+def test_retry_after_is_honoured(lumin):
+    server = lumin(faults=[FaultRule("429", at=(2,))], retry_after=2)
+    run = run_tap(lumin_config(server, retry_initial_delay_seconds=0.01))
+    assert run.returncode == 0
+    waits = [line for line in run.stderr.splitlines() if "retrying in" in line]
+    assert len(waits) == 1
+    assert float(waits[0].rsplit("retrying in", 1)[1].split()[0]) >= 2.0
+
+
+def _window_bookmark(run) -> str | None:
+    state = run.last_state or {}
+    return state.get("bookmarks", {}).get("billing_events", {}).get("replication_key_value")
+
+
+@pytest.mark.parametrize("kind", ["401", "not-ok"])
+def test_fatal_fault_fails_clearly_without_advancing_state(lumin, kind):
+    # Request 5 is inside the second window: the first window completes, the second must not.
+    server = lumin(faults=[FaultRule(kind, at=(5,))])
+    run = run_tap(lumin_config(server))
+    assert run.returncode != 0
+    assert server.api_log()[-1].number == 5, "a fatal answer must not be retried"
+    error = run.stderr
+    assert "POST " + server.base_url in error
+    assert 'Request payload: {"type": "billing.rescheduled,billing.scheduled"' in error
+    assert (
+        ("HTTP 401" in error) if kind == "401" else ("ok=false" in error and '"ok":false' in error)
+    )
+    failed_payload = json.loads(server.api_log()[-1].body)
+    failed_window_start = dt.datetime.fromisoformat(failed_payload["start"]) + BOUNDARY_GUARD
+    bookmark = _window_bookmark(run)
+    assert bookmark is not None, "the windows completed before the failure keep their state"
+    assert dt.datetime.fromisoformat(bookmark) <= failed_window_start
+    # Every event before the bookmark was delivered: state did not run ahead of the data.
+    expected = {
+        e.id for e in server.api.truth(types=TYPES, start=START) if e.timestamp_text < bookmark
+    }
+    assert expected <= set(run.ids)
+
+
+def test_retries_give_up_within_the_budget_and_say_why(lumin):
+    server = lumin(faults=[FaultRule("503", at=(3,), repeat=100)])
+    run = run_tap(lumin_config(server, retry_max_tries=3, retry_initial_delay_seconds=0.05))
+    assert run.returncode != 0
+    assert len(server.api_log()) == 5  # 2 good requests, then 3 attempts at the third
+    assert "Giving up after retries" in run.stderr
+    assert "HTTP 503" in run.stderr
+
+
+def test_a_429_storm_longer_than_one_backoff_is_waited_out(lumin):
+    server = lumin(faults=[FaultRule("429", at=(2,), repeat=4)], retry_after=1)
+    run = run_tap(lumin_config(server))
+    assert run.returncode == 0
+    assert sorted(run.ids) == truth(server)
+    assert server.faults.injected == {"429": 4}
