@@ -19,7 +19,7 @@ import hashlib
 import json
 import random
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from billing_sandbox.server import Request, Response
 
@@ -109,6 +109,8 @@ class LuminSettings:
     end_inclusive: bool = False
     #: When a query's last page is exactly full, answer with a token and then an empty last page.
     empty_last_page: bool = False
+    #: Fields the document does not list, added to every item (the API may grow new ones).
+    extra_fields: dict[str, object] = field(default_factory=dict)
 
 
 class LuminAPI:
@@ -233,6 +235,7 @@ class LuminAPI:
     def _render(self, event: LuminEvent) -> dict[str, object]:
         item = asdict(event)
         item["timestamp"] = event.timestamp_text
+        item.update(self.settings.extra_fields)
         naming = self.settings.naming
         if naming == "mixed":
             naming = (

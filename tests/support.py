@@ -86,7 +86,7 @@ class TapRun:
         return self.states[-1] if self.states else None
 
 
-def _parse_messages(stdout: str) -> list[dict]:
+def parse_messages(stdout: str) -> list[dict]:
     messages = []
     for raw in stdout.splitlines():
         line = raw.strip()
@@ -136,7 +136,7 @@ def run_tap(
             env=_env(),
             check=False,
         )
-    run = TapRun(result.returncode, result.stdout, result.stderr, _parse_messages(result.stdout))
+    run = TapRun(result.returncode, result.stdout, result.stderr, parse_messages(result.stdout))
     assert_no_secrets(run.stdout, run.stderr)
     return run
 
@@ -175,7 +175,7 @@ def run_tap_killed_after_states(
         process.wait()
     stdout = "".join(lines) + rest
     assert_no_secrets(stdout)
-    return TapRun(process.returncode, stdout, "", _parse_messages(stdout))
+    return TapRun(process.returncode, stdout, "", parse_messages(stdout))
 
 
 def _env() -> dict[str, str]:

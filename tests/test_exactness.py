@@ -105,3 +105,11 @@ def test_range_is_half_open_and_end_date_exclusive(lumin):
     run = run_tap(lumin_config(server, end_date=end.isoformat()))
     assert set(run.ids) == truth_ids(server, end=end)
     assert all(r["timestamp"] < end.isoformat(timespec="microseconds") for r in run.records)
+
+
+def test_unknown_item_fields_keep_the_record_and_warn(lumin):
+    server = lumin(extra_fields={"billing_region": "eu"})
+    run = run_tap(lumin_config(server))
+    assert sorted(run.ids) == sorted(truth_ids(server))
+    assert "billing_region" in run.stderr  # the SDK names the field it does not know
+    assert all("billing_region" not in r for r in run.records)

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from billing_sandbox.luminai import generate_events
-from tests.support import END, START, lumin_config, run_tap, run_tap_killed_after_states
+from tests.support import (
+    END,
+    START,
+    lumin_config,
+    parse_messages,
+    run_tap,
+    run_tap_killed_after_states,
+    tap_command,
+)
 
 UTC = dt.timezone.utc
 TYPES = {"billing.scheduled", "billing.rescheduled"}
@@ -109,3 +122,50 @@ def test_sigkill_then_resume_from_last_state_loses_nothing(lumin, states_before_
     reread = set(killed.ids) & set(resumed.ids)
     assert len(reread) <= 10 * 2500 * 0.75 / 91 * 1.5
     assert server.concurrency_violations == 0
+
+
+def test_a_plain_sdk_bookmark_applies_to_every_configured_type(lumin):
+    # A state written by hand (or by `meltano state set`) has no per-type bookmarks.
+    server = lumin()
+    bookmark = "2024-03-20T00:00:00+00:00"
+    state = {
+        "bookmarks": {
+            "billing_events": {"replication_key": "timestamp", "replication_key_value": bookmark}
+        }
+    }
+    run = run_tap(lumin_config(server, lookback_minutes=0), state)
+    assert run.returncode == 0
+    expected = {
+        e.id
+        for e in server.api.truth(types=TYPES, start=dt.datetime(2024, 3, 20, tzinfo=UTC), end=END)
+    }
+    assert set(run.ids) == expected
+    by_key = run.last_state["bookmarks"]["billing_events"]["bookmarks_by_key"]
+    assert by_key == dict.fromkeys(sorted(TYPES), END.isoformat(timespec="microseconds"))
+
+
+def test_sigterm_writes_a_state_that_resumes_without_loss(lumin):
+    server = lumin(events=2500, page_size=20)
+    config = lumin_config(server, window_size_days=10)
+    with tempfile.TemporaryDirectory() as tmp:
+        process = subprocess.Popen(
+            tap_command("tap_luminai", config, None, Path(tmp)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if len(lines) == 700:  # mid-window: records of the third window are flowing
+                os.kill(process.pid, signal.SIGTERM)
+                break
+        lines += process.stdout.readlines()
+        process.wait(timeout=30)
+    messages = parse_messages("".join(lines))
+    delivered = {m["record"]["id"] for m in messages if m["type"] == "RECORD"}
+    last_state = [m["value"] for m in messages if m["type"] == "STATE"][-1]
+    resumed = run_tap(config, last_state)
+    truth = {e.id for e in server.api.truth(types=TYPES, start=START, end=END)}
+    assert delivered | set(resumed.ids) == truth
