@@ -31,10 +31,30 @@ class SecretRegistry:
         self._pattern: re.Pattern[str] | None = None
 
     def add(self, value: object) -> None:
-        """Register a secret and the forms in which it may be written (JSON-escaped, URL-quoted)."""
+        """Register a secret and the forms in which it may be written (JSON, repr, URL-quoted).
+
+        A secret setting of the wrong type (a list, a number) is registered part by part, since
+        error messages quote such values as they are.
+        """
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                self.add(item)
+            return
+        if isinstance(value, dict):
+            for item in value.values():
+                self.add(item)
+            return
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
             return
-        forms = {value, json.dumps(value)[1:-1], quote(value, safe=""), quote_plus(value)}
+        forms = {
+            value,
+            json.dumps(value)[1:-1],
+            repr(value)[1:-1],
+            quote(value, safe=""),
+            quote_plus(value),
+        }
         with self._lock:
             if forms <= self._values:
                 return

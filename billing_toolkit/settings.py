@@ -24,6 +24,11 @@ from billing_toolkit.timestamps import parse_timestamp, utc_now
 EARLIEST_DATE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
 
+#: Upper bounds that keep date arithmetic in range; larger values are typos.
+MAX_WINDOW_DAYS = 3660
+MAX_LOOKBACK_MINUTES = 60 * 24 * 366
+
+
 def window_properties(*, window_days: float, lookback_minutes: int) -> list[th.Property]:
     """The date-range, window, timeout and retry settings, with this tap's defaults."""
     return [
@@ -125,9 +130,12 @@ def window_settings(
 ) -> WindowSettings:
     """Turn a validated config into the run's date range (``end`` defaults to ``now``)."""
     end_value = config.get("end_date")
+    current = now or utc_now()
+    # A bookmark must never pass the present: events after it do not exist yet.
+    end = min(parse_timestamp(end_value), current) if end_value else current
     return WindowSettings(
         start=parse_timestamp(config["start_date"]),
-        end=parse_timestamp(end_value) if end_value else (now or utc_now()),
+        end=end,
         window_size=dt.timedelta(days=float(config.get("window_size_days", 1))),
         lookback=dt.timedelta(minutes=int(config.get("lookback_minutes", 0))),
     )
@@ -168,33 +176,37 @@ def validate_window_settings(
         )
     size = config.get("window_size_days")
     if size is not None:
-        if not _is_number(size) or size <= 0:
-            errors.append(f"window_size_days must be a positive number of days, got {size!r}")
+        if not _is_number(size) or size * 86400 < 1 or size > MAX_WINDOW_DAYS:
+            errors.append(
+                f"window_size_days must be a number of days from 1 second to {MAX_WINDOW_DAYS}, got {size!r}"
+            )
         elif max_window_days is not None and size > max_window_days:
             errors.append(
                 f"window_size_days ({size}) is larger than the API allows ({max_window_days} days)"
             )
-    for key, low in (
-        ("lookback_minutes", 0),
-        ("retry_max_tries", 1),
+    for key, low, high in (
+        ("lookback_minutes", 0, MAX_LOOKBACK_MINUTES),
+        ("retry_max_tries", 1, 100),
     ):
         value = config.get(key)
         if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < low
+            not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
         ):
-            errors.append(f"{key} must be a whole number of at least {low}, got {value!r}")
+            errors.append(f"{key} must be a whole number from {low} to {high}, got {value!r}")
     for key in ("connect_timeout_seconds", "read_timeout_seconds"):
         value = config.get(key)
-        if value is not None and (not _is_number(value) or value <= 0):
-            errors.append(f"{key} must be a positive number of seconds, got {value!r}")
+        if value is not None and (not _is_number(value) or not 0 < value <= 3600):
+            errors.append(
+                f"{key} must be a number of seconds above 0 and at most 3600, got {value!r}"
+            )
     for key in ("retry_initial_delay_seconds", "retry_max_wait_seconds"):
         value = config.get(key)
-        if value is not None and (not _is_number(value) or value < 0):
-            errors.append(f"{key} must be a number of seconds of at least 0, got {value!r}")
+        if value is not None and (not _is_number(value) or not 0 <= value <= 86400):
+            errors.append(f"{key} must be a number of seconds from 0 to 86400, got {value!r}")
     return errors
 
 
-def validate_api_url(config: t.Mapping[str, t.Any], key: str = "api_url") -> list[str]:
+def validate_api_url(config: t.Mapping[str, t.Any], key: str = "api_url") -> list[str]:  # noqa: PLR0911
     """An API URL must be http(s) with a host; plain HTTP only to a loopback host.
 
     Plain HTTP anywhere else would send the credentials in clear text over the network.
@@ -204,14 +216,18 @@ def validate_api_url(config: t.Mapping[str, t.Any], key: str = "api_url") -> lis
         return []
     if not isinstance(value, str) or not value.strip():
         return [f"{key} must be a URL such as https://api.example.com/path, got {value!r}"]
-    parts = urlsplit(value.strip())
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    try:
+        parts = urlsplit(value.strip())
+        host, _port = parts.hostname, parts.port
+    except ValueError as exc:
+        return [f"{key} is not a valid URL ({exc}), got {value!r}"]
+    if parts.scheme not in {"http", "https"} or not host:
         return [f"{key} must be an http(s) URL with a host, got {value!r}"]
     if parts.username or parts.password:
         return [f"{key} must not carry credentials; use the secret settings instead"]
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(host):
         return [
-            f"{key} uses plain http to {parts.hostname}: credentials would travel unencrypted; "
+            f"{key} uses plain http to {host}: credentials would travel unencrypted; "
             "use https (plain http is accepted only for loopback hosts such as 127.0.0.1)"
         ]
     return []
@@ -226,6 +242,8 @@ def validate_secret(config: t.Mapping[str, t.Any], key: str) -> list[str]:
         return [f"{key} must be a string of at least {MIN_SECRET_LENGTH} characters"]
     if value != value.strip():
         return [f"{key} has leading or trailing white space; remove it"]
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return [f"{key} contains control characters (a newline?); it cannot be sent in a header"]
     return []
 
 
@@ -267,7 +285,7 @@ def _check_date(
         return None
     try:
         parsed = parse_timestamp(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         errors.append(
             f"{key} must be an ISO 8601 date or date-time (e.g. 2024-01-01), got {value!r}"
         )

@@ -143,6 +143,9 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
 
     #: The SDK must not move the bookmark per record (see the module docstring).
     is_sorted = False
+    #: The record field (canonical UTC text) that places a record in a window. It is fixed by the
+    #: API, so a catalog that names another replication key cannot change what windows mean.
+    window_field: t.ClassVar[str]
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -181,9 +184,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         settings = self.window_settings
         state = self.get_context_state(context)
         shared = None
-        if state.get("replication_key") == self.replication_key and state.get(
-            "replication_key_value"
-        ):
+        if state.get("replication_key") == self.window_field and state.get("replication_key_value"):
             shared = normalize_timestamp(str(state["replication_key_value"]))
         by_key = state.get(BOOKMARKS_BY_KEY)
         keys = list(dict.fromkeys(self.query_keys(context))) or [""]
@@ -216,7 +217,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         end = query.window.end_text
         previous = (
             state.get("replication_key_value")
-            if state.get("replication_key") == self.replication_key
+            if state.get("replication_key") == self.window_field
             else None
         )
         previous = normalize_timestamp(str(previous)) if previous else None
@@ -231,10 +232,10 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                 by_key[key] = max(normalize_timestamp(str(old)), end) if old else end
             covered = [by_key.get(k) for k in all_keys]
             if all(covered):
-                state["replication_key"] = self.replication_key
+                state["replication_key"] = self.window_field
                 state["replication_key_value"] = min(normalize_timestamp(str(c)) for c in covered)
         else:
-            state["replication_key"] = self.replication_key
+            state["replication_key"] = self.window_field
             state["replication_key_value"] = max(previous, end) if previous else end
         self.state_manager.is_flushed = False
         self._write_state_message()
@@ -248,20 +249,20 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         plan = self.plan(context)
         all_keys = [k for k in plan.key_starts if k]
         self._log_plan(context, plan)
-        rk = self.replication_key
+        field = self.window_field
         for window in plan.windows:
             query = WindowQuery(window, tuple(k for k in plan.keys_due(window) if k))
             low, high = window.start_text, window.end_text
             emitted = outside = 0
             for record in self.request_records(query.as_context(context)):
-                value = record[rk]
+                value = record[field]
                 if low <= value < high:
                     emitted += 1
                     yield record
                 else:
                     outside += 1
             if outside:
-                self.logger.info(
+                self.logger.warning(
                     "%s: %d item(s) of window %s fell outside it and were left to the window "
                     "they belong to",
                     self.name,

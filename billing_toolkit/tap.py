@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import typing as t
 
 import click
@@ -46,6 +47,19 @@ class BillingTap(Tap):
             if errors:
                 raise ConfigValidationError("Config validation failed", errors=errors)
         logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+    def _handle_termination(self, signum: int, frame: t.Any) -> None:
+        """On SIGTERM/SIGINT: write the state (completed windows only) and exit non-zero.
+
+        The SDK exits 0 here, which makes an interrupted backfill look finished to an orchestrator.
+        """
+        try:
+            self.state_writer.write_state(self.state)
+        finally:
+            self.logger.error(
+                "Interrupted by signal %d: state saved up to the last completed window", signum
+            )
+            sys.exit(128 + signum)
 
     def semantic_config_errors(self) -> list[str]:
         """What JSON Schema cannot say about the config: one line per problem, naming the setting."""

@@ -42,6 +42,7 @@ class BillingEventsStream(WindowedRESTStream):
     name = "billing_events"
     primary_keys = ("id",)
     replication_key = "timestamp"
+    window_field = "timestamp"
     http_method = "POST"
     path = ""
 

@@ -56,3 +56,28 @@ def test_plain_http_to_loopback_is_allowed(lumin):
     server = lumin()
     run = run_tap(lumin_config(server, end_date="2024-01-03"))
     assert run.returncode == 0, run.stderr
+
+
+MORE_CASES = {
+    "tiny window": ({"window_size_days": 1e-12}, "window_size_days"),
+    "huge window": ({"window_size_days": 5_000_000}, "window_size_days"),
+    "huge lookback": ({"lookback_minutes": 10_000_000_000_000}, "lookback_minutes"),
+    "end date beyond range": ({"end_date": "9999-12-31T23:00:00-05:00"}, "end_date"),
+    "broken IPv6 URL": ({"api_url": "http://[::1/x"}, "api_url"),
+    "port out of range": ({"api_url": "https://127.0.0.1:99999/x"}, "api_url"),
+    "token with a newline": ({"token": "lumin-test-token\nmore"}, "token"),
+    "token not a string": ({"token": ["lumin-test-token-5e2b7c91d4"]}, "token"),
+    "numeric token": ({"token": 123456789}, "token"),
+}
+
+
+@pytest.mark.parametrize("case", MORE_CASES, ids=list(MORE_CASES))
+def test_out_of_range_and_malformed_values_get_a_clear_line_not_a_traceback(lumin, case):
+    overrides, setting = MORE_CASES[case]
+    server = lumin()
+    run = run_tap(lumin_config(server, **overrides))
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr
+    assert any(setting in line for line in run.stderr.splitlines() if "| ERROR" in line)
+    assert "123456789" not in run.stderr
+    assert server.requests == 0

@@ -162,10 +162,46 @@ def test_sigterm_writes_a_state_that_resumes_without_loss(lumin):
                 os.kill(process.pid, signal.SIGTERM)
                 break
         lines += process.stdout.readlines()
-        process.wait(timeout=30)
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM, (
+            "an interrupted run must not look finished"
+        )
     messages = parse_messages("".join(lines))
     delivered = {m["record"]["id"] for m in messages if m["type"] == "RECORD"}
     last_state = [m["value"] for m in messages if m["type"] == "STATE"][-1]
     resumed = run_tap(config, last_state)
     truth = {e.id for e in server.api.truth(types=TYPES, start=START, end=END)}
     assert delivered | set(resumed.ids) == truth
+
+
+def test_a_future_end_date_never_bookmarks_past_the_present(lumin):
+    server = lumin()
+    run = run_tap(lumin_config(server, end_date="2099-01-01"))
+    assert run.returncode == 0
+    bookmark = run.last_state["bookmarks"]["billing_events"]["replication_key_value"]
+    assert bookmark <= dt.datetime.now(UTC).isoformat()
+
+
+def test_a_catalog_naming_another_replication_key_does_not_change_the_windows(lumin):
+    server = lumin()
+    config = lumin_config(server)
+    catalog = __import__("json").loads(
+        subprocess.run(
+            [*tap_command("tap_luminai", config, None, Path(tempfile.mkdtemp())), "--discover"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    stream = catalog["streams"][0]
+    stream["replication_key"] = "conversation_id"
+    for entry in stream["metadata"]:
+        if entry["breadcrumb"] == []:
+            entry["metadata"]["replication-key"] = "conversation_id"
+            entry["metadata"]["selected"] = True
+    path = Path(tempfile.mkdtemp()) / "catalog.json"
+    path.write_text(__import__("json").dumps(catalog))
+    run = run_tap(config, None, "--catalog", str(path))
+    assert run.returncode == 0
+    assert sorted(run.ids) == sorted(
+        e.id for e in server.api.truth(types=TYPES, start=START, end=END)
+    )
