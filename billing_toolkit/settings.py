@@ -145,6 +145,7 @@ def retry_policy(config: t.Mapping[str, t.Any]) -> RetryPolicy:
     return RetryPolicy(
         max_tries=int(config.get("retry_max_tries", 8)),
         initial_delay=float(config.get("retry_initial_delay_seconds", 1)),
+        max_delay=max(60.0, float(config.get("retry_initial_delay_seconds", 1))),
         max_total_wait=float(config.get("retry_max_wait_seconds", 600)),
     )
 
@@ -206,7 +207,7 @@ def validate_window_settings(
     return errors
 
 
-def validate_api_url(config: t.Mapping[str, t.Any], key: str = "api_url") -> list[str]:  # noqa: PLR0911
+def validate_api_url(config: t.Mapping[str, t.Any], key: str = "api_url") -> list[str]:
     """An API URL must be http(s) with a host; plain HTTP only to a loopback host.
 
     Plain HTTP anywhere else would send the credentials in clear text over the network.
@@ -257,8 +258,12 @@ def validate_string_list(config: t.Mapping[str, t.Any], key: str, *, forbid: str
     for item in value:
         if not isinstance(item, str) or not item.strip():
             return [f"{key} must hold non-empty strings, got {item!r}"]
+        if item != item.strip():
+            return [f"{key} item {item!r} has leading or trailing white space"]
         if any(ch in item for ch in forbid):
             return [f"{key} item {item!r} must not contain any of {forbid!r}; list each item apart"]
+    if len(set(value)) != len(value):
+        return [f"{key} lists an item twice"]
     return []
 
 

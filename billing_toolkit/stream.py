@@ -53,6 +53,7 @@ QUERY_KEYS = "query_keys"
 
 #: Failures worth another attempt: throttling, server errors, timeouts, dropped connections and
 #: bodies cut short (``validate_response`` raises RetriableAPIError for a 2xx body that is not JSON).
+RETRIABLE_STATUSES = frozenset({408, 425, 429})
 RETRIABLE_FAILURES: tuple[type[Exception], ...] = (
     RetriableAPIError,
     ConnectionResetError,
@@ -316,7 +317,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
 
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code
-        if status == 429 or status >= 500:
+        if status in RETRIABLE_STATUSES or status >= 500:
             raise RetriableAPIError(
                 describe_response_failure(response, "retriable failure"), response
             )
@@ -338,6 +339,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             policy.waits,
             RETRIABLE_FAILURES,
             max_tries=policy.max_tries,
+            giveup=lambda failure: isinstance(failure, requests.exceptions.SSLError),
             jitter=None,
             on_backoff=self._log_retry,
             logger=None,

@@ -14,6 +14,8 @@ from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 from singer_sdk.tap_base import CliTestOptionValue
 
 from billing_toolkit.secrets import install_log_masking, mask, register_secret
+from billing_toolkit.stream import BOOKMARKS_BY_KEY
+from billing_toolkit.timestamps import normalize_timestamp
 
 
 class ConnectionCheckError(Exception):
@@ -60,6 +62,29 @@ class BillingTap(Tap):
                 "Interrupted by signal %d: state saved up to the last completed window", signum
             )
             sys.exit(128 + signum)
+
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        """Load the state, refusing bookmarks that are not timestamps (one line each, no traceback)."""
+        errors = []
+        for stream, stream_state in (state.get("bookmarks") or {}).items():
+            parts = [stream_state, *(stream_state.get("partitions") or [])]
+            for part in parts:
+                where = f"state bookmarks.{stream}" + (
+                    f" {part['context']}" if "context" in part else ""
+                )
+                values = [part.get("replication_key_value")]
+                by_key = part.get(BOOKMARKS_BY_KEY)
+                values += list(by_key.values()) if isinstance(by_key, dict) else []
+                for value in values:
+                    if value is None:
+                        continue
+                    try:
+                        normalize_timestamp(str(value))
+                    except (ValueError, OverflowError):
+                        errors.append(f"{where}: bookmark {value!r} is not an ISO 8601 timestamp")
+        if errors:
+            raise ConfigValidationError("State validation failed", errors=errors)
+        super().load_state(state)
 
     def semantic_config_errors(self) -> list[str]:
         """What JSON Schema cannot say about the config: one line per problem, naming the setting."""

@@ -8,7 +8,7 @@ from functools import cached_property
 
 from singer_sdk import typing as th
 from singer_sdk.authenticators import BearerTokenAuthenticator
-from singer_sdk.exceptions import FatalAPIError
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from billing_toolkit import settings as common
 from billing_toolkit.http import describe_response_failure
@@ -113,7 +113,12 @@ class BillingEventsStream(WindowedRESTStream):
         if body.get("ok") is not True:
             raise FatalAPIError(describe_response_failure(response, "the API answered ok=false"))
         items = body.get("items")
-        if items is not None and not isinstance(items, list):
+        if items is None:
+            # A success without its list is a degraded answer: ask again rather than take it as
+            # an empty page and move the bookmark past events it did not show.
+            msg = describe_response_failure(response, "ok=true but no 'items' list")
+            raise RetriableAPIError(msg, response)
+        if not isinstance(items, list):
             raise ResponseShapeError(describe_response_failure(response, "'items' is not a list"))
 
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:

@@ -81,3 +81,13 @@ def test_out_of_range_and_malformed_values_get_a_clear_line_not_a_traceback(lumi
     assert any(setting in line for line in run.stderr.splitlines() if "| ERROR" in line)
     assert "123456789" not in run.stderr
     assert server.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("hosts", "problem"), [(["store-001 "], "white space"), (["a1", "a1"], "twice")]
+)
+def test_host_lists_are_exact(lumin, hosts, problem):
+    server = lumin()
+    run = run_tap(lumin_config(server, hosts=hosts))
+    assert run.returncode != 0
+    assert problem in run.stderr

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from billing_sandbox.faults import FaultRule
+from billing_sandbox.server import Response
 from tap_luminai.streams import BOUNDARY_GUARD
 from tests.support import END, START, lumin_config, run_tap
 
@@ -86,3 +87,21 @@ def test_a_429_storm_longer_than_one_backoff_is_waited_out(lumin):
     assert run.returncode == 0
     assert sorted(run.ids) == truth(server)
     assert server.faults.injected == {"429": 4}
+
+
+def test_a_success_without_items_is_asked_again_not_taken_as_empty(lumin):
+    server = lumin()
+    real = server.api.handle
+    calls = {"n": 0}
+
+    def degraded_once(request):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            return Response.json(200, {"ok": True})
+        return real(request)
+
+    server.api.handle = degraded_once
+    run = run_tap(lumin_config(server))
+    assert run.returncode == 0
+    assert sorted(run.ids) == truth(server)
+    assert "no 'items' list" not in run.stdout

@@ -205,3 +205,17 @@ def test_a_catalog_naming_another_replication_key_does_not_change_the_windows(lu
     assert sorted(run.ids) == sorted(
         e.id for e in server.api.truth(types=TYPES, start=START, end=END)
     )
+
+
+def test_a_bookmark_that_is_not_a_timestamp_is_refused_clearly(lumin):
+    server = lumin()
+    state = {
+        "bookmarks": {
+            "billing_events": {"replication_key": "timestamp", "replication_key_value": "yesterday"}
+        }
+    }
+    run = run_tap(lumin_config(server), state)
+    assert run.returncode != 0
+    assert "bookmark 'yesterday' is not an ISO 8601 timestamp" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert server.requests == 0
