@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import email.utils
 import json
 import random
+import time
 import typing as t
 from dataclasses import dataclass
 
@@ -141,3 +143,54 @@ def decode_json(response: requests.Response) -> t.Any:
     except (ValueError, UnicodeDecodeError) as exc:
         msg = f"the response body is not valid JSON ({exc})"
         raise ValueError(msg) from exc
+
+
+class RollingRateLimiter:
+    """Keeps requests within several rolling limits at once (e.g. 60 a minute and 1,800 an hour).
+
+    Each key (a bot, an account) has its own budget. ``acquire`` sleeps until one more request fits
+    every limit, then counts it. Waits are totalled in ``waited`` so that runs can report them.
+    """
+
+    def __init__(
+        self,
+        limits: t.Sequence[tuple[int, float]],
+        *,
+        clock: t.Callable[[], float] = time.monotonic,
+        sleep: t.Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not limits or any(count < 1 or seconds <= 0 for count, seconds in limits):
+            msg = "rate limits must be (count >= 1, seconds > 0) pairs"
+            raise ValueError(msg)
+        self.limits = sorted(limits, key=lambda limit: limit[1])
+        self._longest = max(seconds for _, seconds in self.limits)
+        self._sent: dict[str, list[float]] = {}
+        self._clock = clock
+        self._sleep = sleep
+        self.waited = 0.0
+
+    def delay(self, key: str = "") -> float:
+        """Seconds to wait before one more request under ``key`` fits every limit."""
+        now = self._clock()
+        sent = self._sent.setdefault(key, [])
+        expired = bisect.bisect_right(sent, now - self._longest)
+        if expired:
+            del sent[:expired]
+        wait = 0.0
+        for count, seconds in self.limits:
+            recent = len(sent) - bisect.bisect_right(sent, now - seconds)
+            if recent >= count:
+                wait = max(wait, sent[len(sent) - count] + seconds - now)
+        return wait
+
+    def acquire(self, key: str = "") -> float:
+        """Wait until one more request fits, count it, and return how long it waited."""
+        wait = self.delay(key)
+        if wait > 0:
+            self._sleep(wait)
+            self.waited += wait
+        self._sent.setdefault(key, []).append(self._clock())
+        return wait
+
+    def describe(self) -> str:
+        return " and ".join(f"{count} per {seconds:g} s" for count, seconds in self.limits)

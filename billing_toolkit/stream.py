@@ -18,6 +18,7 @@ kept equal to the oldest of those bookmarks: the point up to which every key is 
 from __future__ import annotations
 
 import abc
+import collections
 import datetime as dt
 import logging
 import typing as t
@@ -32,6 +33,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 
 from billing_toolkit.http import (
     RetryPolicy,
+    RollingRateLimiter,
     Timeouts,
     decode_json,
     describe_response_failure,
@@ -66,6 +68,13 @@ RETRIABLE_FAILURES: tuple[type[Exception], ...] = (
 
 class ResponseShapeError(FatalAPIError):
     """A response that is valid JSON but not what the API documents."""
+
+
+class WindowTooLarge(Exception):
+    """Raised while reading a window's first page: the API cannot return all of it at once.
+
+    The stream then splits the window in two and reads each half, down to ``min_window``.
+    """
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,10 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     #: The record field (canonical UTC text) that places a record in a window. It is fixed by the
     #: API, so a catalog that names another replication key cannot change what windows mean.
     window_field: t.ClassVar[str]
+    #: The smallest window a too-large window may be split into before the stream fails loudly.
+    min_window: t.ClassVar[dt.timedelta] = dt.timedelta(minutes=1)
+    #: The window being read (for parsers that need it, e.g. to resolve ambiguous local times).
+    current_window: DateWindow | None = None
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -250,26 +263,22 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         plan = self.plan(context)
         all_keys = [k for k in plan.key_starts if k]
         self._log_plan(context, plan)
-        field = self.window_field
-        for window in plan.windows:
+        pending = collections.deque(plan.windows)
+        while pending:
+            window = pending.popleft()
             query = WindowQuery(window, tuple(k for k in plan.keys_due(window) if k))
-            low, high = window.start_text, window.end_text
-            emitted = outside = 0
-            for record in self.request_records(query.as_context(context)):
-                value = record[field]
-                if low <= value < high:
+            emitted = 0
+            try:
+                for record in self._window_records(context, query):
                     emitted += 1
                     yield record
-                else:
-                    outside += 1
-            if outside:
-                self.logger.warning(
-                    "%s: %d item(s) of window %s fell outside it and were left to the window "
-                    "they belong to",
-                    self.name,
-                    outside,
-                    window,
-                )
+            except WindowTooLarge as signal:
+                if emitted:
+                    msg = f"{self.name}: window {window} became incomplete after {emitted} records"
+                    raise FatalAPIError(msg) from signal
+                halves = self._split(window, signal)
+                pending.extendleft(reversed(halves))
+                continue
             self.complete_window(context, query, all_keys)
             self.logger.info(
                 "%s%s: window %s complete, %d record(s); bookmark now %s",
@@ -279,6 +288,49 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                 emitted,
                 window.end_text,
             )
+
+    def _window_records(
+        self, context: Context | None, query: WindowQuery
+    ) -> t.Iterator[dict[str, t.Any]]:
+        """The records of one window: every page of it, keeping only items inside it."""
+        self.current_window = query.window
+        field = self.window_field
+        low, high = query.window.start_text, query.window.end_text
+        outside = 0
+        for record in self.request_records(query.as_context(context)):
+            if low <= record[field] < high:
+                yield record
+            else:
+                outside += 1
+        if outside:
+            self.logger.warning(
+                "%s: %d item(s) of window %s fell outside it and were left to the window "
+                "they belong to",
+                self.name,
+                outside,
+                query.window,
+            )
+
+    def _split(self, window: DateWindow, signal: WindowTooLarge) -> list[DateWindow]:
+        middle = window.start + (window.end - window.start) / 2
+        middle = (
+            middle.replace(microsecond=0)
+            if middle.replace(microsecond=0) > window.start
+            else middle
+        )
+        if window.end - window.start < 2 * self.min_window:
+            msg = (
+                f"{self.name}: window {window} is still incomplete and cannot be split below "
+                f"{self.min_window}: {signal}. Not truncating in silence: failing."
+            )
+            raise FatalAPIError(mask(msg)) from signal
+        self.logger.info(
+            "%s: window %s is too large for one answer (%s); splitting it",
+            self.name,
+            window,
+            signal,
+        )
+        return [DateWindow(window.start, middle), DateWindow(middle, window.end)]
 
     def _log_plan(self, context: Context | None, plan: SyncPlan) -> None:
         settings = self.window_settings
@@ -333,8 +385,30 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         self.validate_body(body, response)
         self._decoded[response] = body
 
+    @property
+    def rate_limiter(self) -> RollingRateLimiter | None:
+        """A client-side throttle applied to every attempt; none by default."""
+        return None
+
+    def throttle_key(self, context: Context | None) -> str:
+        """Which rate-limit budget a request spends (e.g. one per bot)."""
+        return ""
+
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
         policy = self.retry_policy
+        limiter = self.rate_limiter
+
+        def throttled(
+            prepared_request: requests.PreparedRequest, context: Context | None
+        ) -> requests.Response:
+            if limiter is not None:
+                waited = limiter.acquire(self.throttle_key(context))
+                if waited >= 1:
+                    self.logger.info(
+                        "%s: throttle waited %.1f s (%s)", self.name, waited, limiter.describe()
+                    )
+            return func(prepared_request, context)
+
         retrying = backoff.on_exception(
             policy.waits,
             RETRIABLE_FAILURES,
@@ -343,7 +417,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             jitter=None,
             on_backoff=self._log_retry,
             logger=None,
-        )(func)
+        )(throttled)
 
         def request_with_retries(
             prepared_request: requests.PreparedRequest, context: Context | None
