@@ -18,8 +18,9 @@ import sys
 import typing as t
 
 from billing_sandbox.faults import FAULT_KINDS, FaultPlan, FaultRule
+from billing_sandbox.kore import KoreAPI, KoreSettings, generate_sessions
 from billing_sandbox.luminai import LuminAPI, LuminSettings, generate_events
-from billing_sandbox.server import SandboxServer
+from billing_sandbox.server import SandboxAPI, SandboxServer
 
 
 def _date(text: str) -> dt.datetime:
@@ -49,22 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"KIND[@N[,N]][xREPEAT][~RATE]; kinds: {', '.join(FAULT_KINDS)}",
     )
     lumin.add_argument("--fault-seed", type=int, default=0)
+    kore = sub.add_parser("kore", help="the Kore.ai Billing Sessions API")
+    kore.add_argument("--port", type=int, default=0)
+    kore.add_argument("--seed", type=int, default=1)
+    kore.add_argument("--conversations", type=int, default=2000)
+    kore.add_argument("--start", type=_date, default=_date("2024-01-01"))
+    kore.add_argument("--end", type=_date, default=_date("2024-07-01"))
+    kore.add_argument("--timezone", default="UTC", help="zone the timestamps are rendered in")
+    kore.add_argument("--no-paging", action="store_true", help="play the older API without paging")
+    kore.add_argument("--fault", action="append", default=[], metavar="RULE")
+    kore.add_argument("--fault-seed", type=int, default=0)
     return parser
+
+
+def _api(args: argparse.Namespace) -> tuple[SandboxAPI, str, dict[str, str]]:
+    if args.api == "kore":
+        sessions = generate_sessions(
+            seed=args.seed, conversations=args.conversations, start=args.start, end=args.end
+        )
+        kore = KoreSettings(timezone=args.timezone, paging=not args.no_paging)
+        credentials = {"client_id": kore.client_id, "client_secret": kore.client_secret}
+        return KoreAPI(sessions, kore), "", credentials
+    events = generate_events(seed=args.seed, count=args.events, start=args.start, end=args.end)
+    settings = LuminSettings(token=args.token, page_size=args.page_size, naming=args.naming)
+    return LuminAPI(events, settings), settings.path, {"token": settings.token}
 
 
 def main(argv: t.Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    events = generate_events(seed=args.seed, count=args.events, start=args.start, end=args.end)
-    settings = LuminSettings(token=args.token, page_size=args.page_size, naming=args.naming)
-    api = LuminAPI(events, settings)
+    api, path, credentials = _api(args)
     plan = FaultPlan([FaultRule.parse(r) for r in args.fault], seed=args.fault_seed)
     server = SandboxServer(api, faults=plan, port=args.port, keep_log=False)
-    print(
-        json.dumps(
-            {"api": api.name, "url": server.base_url + settings.path, "token": settings.token}
-        ),
-        flush=True,
-    )
+    # The one line a caller reads to find the server (sandbox credentials, not customer secrets).
+    print(json.dumps({"api": api.name, "url": server.base_url + path, **credentials}), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

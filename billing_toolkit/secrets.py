@@ -29,6 +29,8 @@ class SecretRegistry:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._patterns: list[str] = []
+        self._extra: re.Pattern[str] | None = None
 
     def add(self, value: object) -> None:
         """Register a secret and the forms in which it may be written (JSON, repr, URL-quoted).
@@ -62,12 +64,22 @@ class SecretRegistry:
             ordered = sorted(self._values, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
+    def add_pattern(self, pattern: str) -> None:
+        """Mask everything matching ``pattern`` too: for secrets minted per request (JWTs)."""
+        with self._lock:
+            if pattern not in self._patterns:
+                self._patterns.append(pattern)
+                self._extra = re.compile("|".join(f"(?:{p})" for p in self._patterns))
+
     def mask(self, text: str) -> str:
         """Replace every registered secret in ``text`` by ``***``."""
-        pattern = self._pattern
-        if pattern is None or not text:
+        if not text:
             return text
-        return pattern.sub(MASK, text)
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        if self._extra is not None:
+            text = self._extra.sub(MASK, text)
+        return text
 
     def __contains__(self, value: object) -> bool:
         return value in self._values
@@ -81,6 +93,16 @@ _installed = False
 def register_secret(value: object) -> None:
     """Register a secret in the process-wide registry and make sure log masking is on."""
     REGISTRY.add(value)
+    install_log_masking()
+
+
+#: A JSON Web Token: three base64url segments, the first one a JSON object ("eyJ" = '{"').
+JWT_PATTERN = r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}"
+
+
+def register_secret_pattern(pattern: str) -> None:
+    """Mask every string matching ``pattern`` (e.g. :data:`JWT_PATTERN`) in all output."""
+    REGISTRY.add_pattern(pattern)
     install_log_masking()
 
 

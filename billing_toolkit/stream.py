@@ -24,6 +24,7 @@ import logging
 import typing as t
 import weakref
 from dataclasses import dataclass
+from functools import cached_property
 
 import backoff
 import requests
@@ -31,6 +32,7 @@ from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
+from billing_toolkit import settings as common
 from billing_toolkit.http import (
     RetryPolicy,
     RollingRateLimiter,
@@ -167,22 +169,22 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             weakref.WeakKeyDictionary()
         )
 
-    # -- explicit settings, supplied by each tap's stream ------------------------------------
+    # -- the common settings (declared in billing_toolkit.settings, so read here) ------------
 
-    @property
-    @abc.abstractmethod
+    @cached_property
     def window_settings(self) -> WindowSettings:
         """Date range, window size and lookback of this run."""
+        return common.window_settings(self.config)
 
-    @property
-    @abc.abstractmethod
+    @cached_property
     def retry_policy(self) -> RetryPolicy:
         """How failed requests are retried."""
+        return common.retry_policy(self.config)
 
-    @property
-    @abc.abstractmethod
+    @cached_property
     def timeouts(self) -> Timeouts:
         """Connect and read timeouts."""
+        return common.timeouts(self.config)
 
     def query_keys(self, context: Context | None) -> t.Sequence[str]:
         """Keys one query can cover together, each with its own bookmark; none by default."""
@@ -262,7 +264,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         plan = self.plan(context)
         all_keys = [k for k in plan.key_starts if k]
-        self._log_plan(context, plan)
+        self.log_plan(context, plan)
         pending = collections.deque(plan.windows)
         while pending:
             window = pending.popleft()
@@ -311,6 +313,13 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                 query.window,
             )
 
+    def probe(
+        self, context: Context | None, window: DateWindow, keys: tuple[str, ...] = ()
+    ) -> None:
+        """Read the first page of one window and no more: a cheap connection test."""
+        self.current_window = window
+        next(iter(self.request_records(WindowQuery(window, keys).as_context(context))), None)
+
     def _split(self, window: DateWindow, signal: WindowTooLarge) -> list[DateWindow]:
         middle = window.start + (window.end - window.start) / 2
         middle = (
@@ -332,7 +341,8 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         )
         return [DateWindow(window.start, middle), DateWindow(middle, window.end)]
 
-    def _log_plan(self, context: Context | None, plan: SyncPlan) -> None:
+    def log_plan(self, context: Context | None, plan: SyncPlan) -> None:
+        """Say up front what this partition will read (override to add estimates)."""
         settings = self.window_settings
         if not plan.windows:
             self.logger.info(

@@ -10,7 +10,6 @@ from singer_sdk import typing as th
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from billing_toolkit import settings as common
 from billing_toolkit.http import describe_response_failure
 from billing_toolkit.stream import (
     BodyTokenPaginator,
@@ -24,8 +23,6 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
 
-    from billing_toolkit.http import RetryPolicy, Timeouts
-    from billing_toolkit.settings import WindowSettings
 
 #: The API's range semantics are undocumented. Each request starts this much before its window and
 #: the tap keeps only items inside ``[window start, window end)``: exact whether the API's start and
@@ -66,18 +63,6 @@ class BillingEventsStream(WindowedRESTStream):
     @cached_property
     def authenticator(self) -> BearerTokenAuthenticator:
         return BearerTokenAuthenticator(token=self.config["token"])
-
-    @cached_property
-    def window_settings(self) -> WindowSettings:
-        return common.window_settings(self.config)
-
-    @cached_property
-    def retry_policy(self) -> RetryPolicy:
-        return common.retry_policy(self.config)
-
-    @cached_property
-    def timeouts(self) -> Timeouts:
-        return common.timeouts(self.config)
 
     @property
     def partitions(self) -> list[dict[str, str]] | None:

@@ -7,7 +7,6 @@ import datetime as dt
 from singer_sdk import typing as th
 
 from billing_toolkit import settings as common
-from billing_toolkit.stream import WindowQuery
 from billing_toolkit.tap import BillingTap, ConnectionCheckError
 from billing_toolkit.windows import DateWindow
 from tap_luminai.streams import BillingEventsStream
@@ -83,9 +82,7 @@ class TapLuminai(BillingTap):
         keys = tuple(stream.query_keys(None))
         partition = stream.partitions[0] if stream.partitions else None
         try:
-            next(
-                iter(stream.request_records(WindowQuery(window, keys).as_context(partition))), None
-            )
+            stream.probe(partition, window, keys)
         except Exception as exc:
             raise ConnectionCheckError(_explain(exc, str(self.config["api_url"]))) from exc
         return f"POST {self.config['api_url']} accepted the token and answered a billing page"

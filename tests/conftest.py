@@ -5,22 +5,34 @@ import typing as t
 import pytest
 
 from billing_sandbox.server import SandboxServer
-from tests.support import assert_no_secrets, lumin_sandbox
+from tests.support import assert_no_secrets, kore_sandbox, lumin_sandbox
 
 
-@pytest.fixture
-def lumin() -> t.Iterator[t.Callable[..., SandboxServer]]:
-    """Start Lumin.ai sandboxes for one test; all are stopped after it."""
+def _sandboxes(
+    factory: t.Callable[..., SandboxServer],
+) -> t.Iterator[t.Callable[..., SandboxServer]]:
     started: list[SandboxServer] = []
 
     def start(**kwargs: t.Any) -> SandboxServer:
-        server = lumin_sandbox(**kwargs)
+        server = factory(**kwargs)
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def lumin() -> t.Iterator[t.Callable[..., SandboxServer]]:
+    """Start Lumin.ai sandboxes for one test; all are stopped after it."""
+    yield from _sandboxes(lumin_sandbox)
+
+
+@pytest.fixture
+def kore() -> t.Iterator[t.Callable[..., SandboxServer]]:
+    """Start Kore.ai sandboxes for one test; all are stopped after it."""
+    yield from _sandboxes(kore_sandbox)
 
 
 @pytest.fixture(autouse=True)

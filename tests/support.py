@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from billing_sandbox.faults import FaultPlan, FaultRule
+from billing_sandbox.kore import KoreAPI, KoreSettings, generate_sessions
 from billing_sandbox.luminai import LuminAPI, LuminSettings, generate_events
 from billing_sandbox.server import SandboxServer
 
@@ -22,7 +23,11 @@ START = dt.datetime(2024, 1, 1, tzinfo=UTC)
 END = dt.datetime(2024, 4, 1, tzinfo=UTC)
 #: Every secret any test uses: none may appear in any output (see the conftest's checks).
 LUMIN_TOKEN = "lumin-test-token-5e2b7c91d4"
-SECRETS = (LUMIN_TOKEN,)
+KORE_CLIENT_ID = "cs-test-client-6a1f"
+KORE_CLIENT_SECRET = "kore-test-client-secret-93be07"
+#: The header every HS256 JWT starts with: no minted or ready token may be printed either.
+JWT_HEADER_PREFIX = "eyJhbGciOiAiSFMyNTYi"
+SECRETS = (LUMIN_TOKEN, KORE_CLIENT_SECRET, JWT_HEADER_PREFIX)
 
 
 def lumin_sandbox(
@@ -57,6 +62,53 @@ def lumin_config(server: SandboxServer, **overrides: object) -> dict[str, object
         "connect_timeout_seconds": 2,
         "retry_initial_delay_seconds": 0.2,
         "retry_max_wait_seconds": 20,
+    }
+    config.update(overrides)
+    return {k: v for k, v in config.items() if v is not None}
+
+
+KORE_START = dt.datetime(2024, 1, 1, tzinfo=UTC)
+KORE_END = dt.datetime(
+    2024, 12, 1, tzinfo=UTC
+)  # 335 days: several 89-day windows, both DST changes
+KORE_BOTS = ("st-1a2b3c4d-0001", "st-1a2b3c4d-0002")
+
+
+def kore_sandbox(
+    *,
+    conversations: int = 1200,
+    seed: int = 11,
+    start: dt.datetime = KORE_START,
+    end: dt.datetime = KORE_END,
+    faults: list[FaultRule] | None = None,
+    stall_seconds: float = 10.0,
+    **settings: object,
+) -> SandboxServer:
+    """A started Kore.ai sandbox (rate limits out of the way unless a test sets them)."""
+    data = generate_sessions(seed=seed, conversations=conversations, start=start, end=end)
+    settings.setdefault("rate_limits", [(10_000, 1.0)])
+    kore_settings = KoreSettings(
+        client_id=KORE_CLIENT_ID, client_secret=KORE_CLIENT_SECRET, **settings
+    )  # type: ignore[arg-type]
+    plan = FaultPlan(faults or [], stall_seconds=stall_seconds)
+    return SandboxServer(KoreAPI(data, kore_settings), faults=plan).start()
+
+
+def kore_config(server: SandboxServer, **overrides: object) -> dict[str, object]:
+    config: dict[str, object] = {
+        "api_url": server.base_url,
+        "client_id": KORE_CLIENT_ID,
+        "client_secret": KORE_CLIENT_SECRET,
+        "bot_ids": list(KORE_BOTS),
+        "start_date": KORE_START.isoformat(),
+        "end_date": KORE_END.isoformat(),
+        "timezone": server.api.settings.timezone,  # type: ignore[attr-defined]
+        "page_size": 50,
+        "max_requests_per_minute": 60,
+        "read_timeout_seconds": 1,
+        "connect_timeout_seconds": 2,
+        "retry_initial_delay_seconds": 0.2,
+        "retry_max_wait_seconds": 30,
     }
     config.update(overrides)
     return {k: v for k, v in config.items() if v is not None}

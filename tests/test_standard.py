@@ -6,8 +6,9 @@ import atexit
 
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
+from tap_kore_billing.tap import TapKoreBilling
 from tap_luminai.tap import TapLuminai
-from tests.support import lumin_config, lumin_sandbox
+from tests.support import kore_config, kore_sandbox, lumin_config, lumin_sandbox
 
 # The SDK builds its test class at import time, from a config that must already name a server:
 # this module's sandbox therefore starts on import and stops when the test process ends.
@@ -22,20 +23,47 @@ TestTapLuminai = get_tap_test_class(
 )
 
 
+def standard_run(tap_class, config) -> tuple[list[dict], dict]:
+    """Records and final state of one in-process run (the SDK's runner keeps no final state)."""
+    tap = tap_class(config=config)
+    messages: list[dict] = []
+    tap.message_writer.write_message = lambda m: messages.append(m.to_dict())
+    tap.sync_all()
+    records = [m["record"] for m in messages if m["type"] == "RECORD"]
+    return records, [m for m in messages if m["type"] == "STATE"][-1]["value"]
+
+
 def test_standard_run_has_unique_primary_keys_and_a_resumable_final_state():
     # StreamPrimaryKeysTest builds generators (always distinct) and TapValidFinalStateTest looks at
     # the wrong key; check the same properties directly.
-    tap = TapLuminai(config=CONFIG)
-    messages: list[dict] = []
-    tap.message_writer.write_message = lambda m: messages.append(m.to_dict())  # type: ignore[method-assign]
-    tap.sync_all()
-    ids = [m["record"]["id"] for m in messages if m["type"] == "RECORD"]
+    records, final = standard_run(TapLuminai, CONFIG)
+    ids = [r["id"] for r in records]
     assert ids
     assert len(ids) == len(set(ids))
-    final = [m for m in messages if m["type"] == "STATE"][-1]["value"]
     stream_state = final["bookmarks"]["billing_events"]
     assert "progress_markers" not in stream_state
     assert "replication_key_signpost" not in stream_state
-    assert stream_state["replication_key_value"] == CONFIG["end_date"].replace(
-        "+00:00", ".000000+00:00"
-    )
+    assert stream_state["replication_key_value"] == "2024-04-01T00:00:00.000000+00:00"
+
+
+# -- tap-kore-billing -----------------------------------------------------------------------
+
+_KORE = kore_sandbox(conversations=300)
+atexit.register(_KORE.stop)
+KORE_CONFIG = kore_config(_KORE)
+
+TestTapKoreBilling = get_tap_test_class(
+    TapKoreBilling,
+    config=KORE_CONFIG,
+    suite_config=SuiteConfig(max_records_limit=None),
+)
+
+
+def test_kore_standard_run_has_unique_keys_and_a_clean_final_state():
+    records, final = standard_run(TapKoreBilling, KORE_CONFIG)
+    ids = [r["billingSessionId"] for r in records]
+    assert ids
+    assert len(ids) == len(set(ids))
+    for partition in final["bookmarks"]["billing_sessions"]["partitions"]:
+        assert "progress_markers" not in partition
+        assert partition["replication_key_value"] == "2024-12-01T00:00:00.000000+00:00"

@@ -1,0 +1,316 @@
+"""The Kore.ai Billing Sessions API, as its page (seed 001) and the public notes describe it.
+
+- Bot Builder scope ``POST /api/public/bot/{botId}/getBillingSessionsDetails``; Admin scope
+  ``POST /api/public/bots/getBillingSessionsDetails`` and ``/api/public/getBillingSessionsDetails``
+  (the docs disagree; both are served) with an optional ``botId`` in the body.
+- Header ``auth``: an HS256 JWT whose ``appId`` claim is the client id, signed with the client
+  secret. Otherwise 401 ``{"errors": [{"msg" (or "message"): ..., "code": 4002}]}``.
+- ``fromDate``/``toDate`` as ``yyyy-mm-dd`` (read as GMT) or ``yyyy-mm-ddThh:mm:ss.mssZ``; a range
+  longer than ``max_window_days`` is a 400. Sessions whose billing start lies in ``[from, to)``.
+- Newest first. Paging by ``skip``/``limit`` (``limit`` capped) with ``total`` and ``moreAvailable``;
+  or the older mode without paging: at most ``legacy_cap`` sessions while ``total`` counts all.
+- Timestamps like ``03-10-2021 2:05:03 pm``: month first, 12-hour clock, no zone, rendered in a
+  configurable time zone (so ambiguous around a daylight-saving change).
+- A rolling rate limiter per bot (or per account on the Admin path): 429 with the documented
+  message and no Retry-After.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import datetime as dt
+import hashlib
+import hmac
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from billing_sandbox.server import Request, Response
+
+UTC = dt.timezone.utc
+RATE_LIMIT_MESSAGE = "Rate limit for this API has been reached. Please try again after some time."
+BOTS = ("st-1a2b3c4d-0001", "st-1a2b3c4d-0002", "st-1a2b3c4d-0003")
+CHANNELS = ("IVR", "rtm", "msteams", "whatsapp")
+BOT_PATH = re.compile(r"^/api/public/bot/(?P<bot>[^/]+)/getBillingSessionsDetails$")
+ADMIN_PATHS = (
+    "/api/public/bots/getBillingSessionsDetails",
+    "/api/public/getBillingSessionsDetails",
+)
+BILLING_BLOCK = dt.timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class KoreSession:
+    botId: str
+    channel: str
+    koreUserId: str
+    channelUserId: str
+    billingSessionType: str
+    conversationSessionId: str
+    conversationStart: dt.datetime
+    conversationEnd: dt.datetime
+    billingSessionId: str
+    billingStart: dt.datetime
+    billingEnd: dt.datetime
+
+
+def generate_sessions(
+    *,
+    seed: int,
+    conversations: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    bots: tuple[str, ...] = BOTS,
+    channels: tuple[str, ...] = CHANNELS,
+) -> list[KoreSession]:
+    """Billing sessions of ``conversations`` conversations starting in ``[start, end)``.
+
+    A conversation longer than 15 minutes spans several billing sessions (one per 15-minute block);
+    only blocks starting before ``end`` are kept.
+    """
+    rng = random.Random(seed)
+    span = int((end - start).total_seconds())
+    sessions: list[KoreSession] = []
+    for number in range(conversations):
+        begin = start + dt.timedelta(seconds=rng.randrange(span))
+        length = dt.timedelta(seconds=int(rng.expovariate(1 / 600)) + 5)
+        finish = begin + length
+        bot, channel = rng.choice(bots), rng.choice(channels)
+        user = f"u-{rng.getrandbits(64):016x}"
+        conversation = f"{rng.getrandbits(96):024x}"
+        block = begin
+        while block < finish and block < end:
+            block_end = min(block + BILLING_BLOCK, finish)
+            sessions.append(
+                KoreSession(
+                    botId=bot,
+                    channel=channel,
+                    koreUserId=user,
+                    channelUserId=f"{rng.getrandbits(64):x}/{channel.lower()}/{number:08d}",
+                    billingSessionType="Conversations",
+                    conversationSessionId=conversation,
+                    conversationStart=begin,
+                    conversationEnd=finish,
+                    billingSessionId=f"{rng.getrandbits(96):024x}",
+                    billingStart=block,
+                    billingEnd=block_end,
+                )
+            )
+            block = block_end
+    return sessions
+
+
+def mint_jwt(client_id: str, client_secret: str, **claims: object) -> str:
+    """An HS256 JWT as Kore.ai expects it (used by the sandbox's own tests and tools)."""
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = _b64(json.dumps({"appId": client_id, "sub": "sandbox", **claims}).encode())
+    signature = hmac.new(client_secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256)
+    return f"{header}.{payload}.{_b64(signature.digest())}"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass
+class KoreSettings:
+    client_id: str = "cs-sandbox-client"
+    client_secret: str = "sandbox-kore-client-secret"
+    timezone: str = "UTC"
+    max_window_days: int = 90
+    paging: bool = True
+    page_cap: int = 100
+    default_limit: int = 50
+    legacy_cap: int = 100
+    #: Rolling limits per bot (or per account on the Admin path): (requests, seconds) pairs.
+    rate_limits: list[tuple[int, float]] = field(
+        default_factory=lambda: [(60, 60.0), (1800, 3600.0)]
+    )
+    #: Status of a rate-limited answer (429; some gateways send 400 with the same message).
+    rate_limit_status: int = 429
+    error_key: str = "msg"  # "msg", or "message" as some versions say
+
+
+class KoreAPI:
+    name = "kore"
+
+    def __init__(self, sessions: list[KoreSession], settings: KoreSettings | None = None) -> None:
+        self.settings = settings or KoreSettings()
+        self._zone = ZoneInfo(self.settings.timezone)
+        self._lock = threading.Lock()
+        self._sessions: list[KoreSession] = []
+        self._starts: list[dt.datetime] = []
+        self._calls: dict[str, list[float]] = {}
+        self.rate_limited = 0
+        self.add_sessions(sessions)
+
+    def add_sessions(self, sessions: list[KoreSession]) -> None:
+        with self._lock:
+            merged = sorted(
+                [*self._sessions, *sessions], key=lambda s: (s.billingStart, s.billingSessionId)
+            )
+            self._sessions = merged
+            self._starts = [s.billingStart for s in merged]
+
+    @property
+    def sessions(self) -> list[KoreSession]:
+        return list(self._sessions)
+
+    def truth(
+        self,
+        *,
+        bots: set[str] | None = None,
+        channels: set[str] | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> list[KoreSession]:
+        return [
+            s
+            for s in self._sessions
+            if (bots is None or s.botId in bots)
+            and (channels is None or s.channel in channels)
+            and (start is None or s.billingStart >= start)
+            and (end is None or s.billingStart < end)
+        ]
+
+    def render_time(self, moment: dt.datetime) -> str:
+        local = moment.astimezone(self._zone)
+        hour = local.hour % 12 or 12
+        return f"{local:%m-%d-%Y} {hour}:{local:%M:%S} {'am' if local.hour < 12 else 'pm'}"
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    def is_api_request(self, request: Request) -> bool:
+        return bool(BOT_PATH.match(request.path)) or request.path in ADMIN_PATHS
+
+    def error_body(self, status: int, message: str, code: int | None = None) -> Response:
+        return Response.json(
+            status, {"errors": [{self.settings.error_key: message, "code": code or status}]}
+        )
+
+    def handle(self, request: Request) -> Response:
+        match = BOT_PATH.match(request.path)
+        if not match and request.path not in ADMIN_PATHS:
+            return self.error_body(404, f"Cannot POST {request.path}")
+        if request.method != "POST":
+            return self.error_body(405, "Method not allowed")
+        if not self._authorized(request.headers.get("auth")):
+            return self.error_body(401, "Invalid SDK credentials", 4002)
+        try:
+            body = request.json() or {}
+        except ValueError:
+            return self.error_body(400, "Invalid JSON body")
+        if not isinstance(body, dict):
+            return self.error_body(400, "Invalid JSON body")
+        bot = match.group("bot") if match else body.get("botId")
+        if self._over_limit(bot or "admin-account"):
+            self.rate_limited += 1
+            return self.error_body(self.settings.rate_limit_status, RATE_LIMIT_MESSAGE, 429)
+        try:
+            start = _parse_date(body.get("fromDate"), "fromDate")
+            end = _parse_date(body.get("toDate"), "toDate")
+        except ValueError as exc:
+            return self.error_body(400, str(exc))
+        if end <= start:
+            return self.error_body(400, "toDate must be after fromDate")
+        if end - start > dt.timedelta(days=self.settings.max_window_days):
+            return self.error_body(
+                400, f"Maximum {self.settings.max_window_days} days date period allowed"
+            )
+        return Response.json(200, self._answer(bot, body.get("channel"), start, end, body))
+
+    def _authorized(self, token: str | None) -> bool:
+        if not token or token.count(".") != 2:
+            return False
+        header, payload, signature = token.split(".")
+        expected = hmac.new(
+            self.settings.client_secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256
+        )
+        try:
+            if not hmac.compare_digest(_unb64(signature), expected.digest()):
+                return False
+            head, claims = json.loads(_unb64(header)), json.loads(_unb64(payload))
+        except ValueError:
+            return False
+        if head.get("alg") != "HS256" or claims.get("appId") != self.settings.client_id:
+            return False
+        expires = claims.get("exp")
+        return not (isinstance(expires, (int, float)) and expires < time.time())
+
+    def _over_limit(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            calls = self._calls.setdefault(key, [])
+            longest = max(seconds for _, seconds in self.settings.rate_limits)
+            del calls[: bisect.bisect_right(calls, now - longest)]
+            for count, seconds in self.settings.rate_limits:
+                if len(calls) - bisect.bisect_right(calls, now - seconds) >= count:
+                    return True
+            calls.append(now)
+            return False
+
+    def _answer(
+        self, bot: object, channel: object, start: dt.datetime, end: dt.datetime, body: dict
+    ) -> dict:
+        with self._lock:
+            sessions, starts = self._sessions, self._starts
+        low, high = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
+        matching = [
+            s
+            for s in sessions[low:high]
+            if (not bot or s.botId == bot) and (not channel or s.channel == channel)
+        ]
+        matching.reverse()  # newest first
+        total = len(matching)
+        if not self.settings.paging:
+            return {
+                "total": total,
+                "sessions": [self._render(s) for s in matching[: self.settings.legacy_cap]],
+            }
+        skip = int(body.get("skip") or 0)
+        limit = min(int(body.get("limit") or self.settings.default_limit), self.settings.page_cap)
+        page = matching[skip : skip + limit]
+        return {
+            "total": total,
+            "moreAvailable": skip + len(page) < total,
+            "sessions": [self._render(s) for s in page],
+        }
+
+    def _render(self, s: KoreSession) -> dict[str, str]:
+        return {
+            "botId": s.botId,
+            "channel": s.channel,
+            "koreUserId": s.koreUserId,
+            "channelUserId": s.channelUserId,
+            "billingSessionType": s.billingSessionType,
+            "conversationSessionId": s.conversationSessionId,
+            "conversationSessionStartDateTime": self.render_time(s.conversationStart),
+            "conversationSessionEndDateTime": self.render_time(s.conversationEnd),
+            "billingSessionId": s.billingSessionId,
+            "billingSessionStartDateTime": self.render_time(s.billingStart),
+            "billingSessionEndDateTime": self.render_time(s.billingEnd),
+        }
+
+
+def _parse_date(value: object, name: str) -> dt.datetime:
+    if not isinstance(value, str):
+        msg = f"{name} is required"
+        raise ValueError(msg)
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return dt.datetime.fromisoformat(value).replace(tzinfo=UTC)  # date-only: GMT
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z", value):
+            raise ValueError(value)
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"{name}: expected yyyy-mm-dd or yyyy-mm-ddThh:mm:ss.msZ, got {value!r}"
+        raise ValueError(msg) from None

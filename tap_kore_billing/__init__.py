@@ -1,0 +1,1 @@
+"""tap-kore-billing: billing sessions from the Kore.ai Billing Sessions API."""

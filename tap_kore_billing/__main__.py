@@ -1,0 +1,3 @@
+from tap_kore_billing.tap import TapKoreBilling
+
+TapKoreBilling.cli()

@@ -1,0 +1,263 @@
+"""tap-kore-billing: every billing session exactly once per key, all four datetimes in UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from billing_sandbox.faults import FaultRule
+from billing_sandbox.kore import generate_sessions, mint_jwt
+from tests.support import (
+    KORE_BOTS,
+    KORE_CLIENT_ID,
+    KORE_CLIENT_SECRET,
+    KORE_END,
+    KORE_START,
+    kore_config,
+    run_tap,
+    run_tap_killed_after_states,
+)
+
+UTC = dt.timezone.utc
+MODULE = "tap_kore_billing"
+DATETIMES = {
+    "conversationSessionStartDateTime": "conversationStart",
+    "conversationSessionEndDateTime": "conversationEnd",
+    "billingSessionStartDateTime": "billingStart",
+    "billingSessionEndDateTime": "billingEnd",
+}
+
+
+def kore_run(config, state=None, *extra):
+    return run_tap(config, state, *extra, module=MODULE)
+
+
+def assert_exact(
+    run, server, *, bots=frozenset(KORE_BOTS), channels=None, start=KORE_START, end=KORE_END
+):
+    """``bots=None``: every bot of the account (the Admin scope)."""
+    assert run.returncode == 0, run.stderr[-3000:]
+    truth = {
+        s.billingSessionId: s
+        for s in server.api.truth(bots=bots, channels=channels, start=start, end=end)
+    }
+    ids = [r["billingSessionId"] for r in run.records]
+    assert len(ids) == len(set(ids)), "a session was emitted twice in one run"
+    assert set(ids) == set(truth)
+    for record in run.records:
+        session = truth[record["billingSessionId"]]
+        for field, attribute in DATETIMES.items():
+            assert record[field] == getattr(session, attribute).isoformat(
+                timespec="microseconds"
+            ), field
+        assert record["conversationSessionId"] == session.conversationSessionId
+    assert server.concurrency_violations == 0
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Australia/Lord_Howe"])
+def test_sessions_and_datetimes_exact_over_more_than_90_days_across_dst(kore, zone):
+    server = kore(timezone=zone)
+    # Bursts around New York's changes: 01:00-02:00 happens twice on 3 Nov (05-07 UTC) and
+    # 02:00-03:00 never happens on 10 Mar; Lord Howe moves by 30 minutes (6 Apr, 6 Oct 2024).
+    bursts = ("2024-11-03T04:30", "2024-03-10T06:30", "2024-04-06T14:00", "2024-10-05T15:00")
+    for number, begin in enumerate(bursts):
+        start = dt.datetime.fromisoformat(begin).replace(tzinfo=UTC)
+        server.api.add_sessions(
+            generate_sessions(
+                seed=100 + number, conversations=60, start=start, end=start + dt.timedelta(hours=3)
+            )
+        )
+    run = kore_run(kore_config(server))
+    assert_exact(run, server)
+    starts = {r["billingSessionStartDateTime"][:13] for r in run.records}
+    assert {"2024-11-03T05", "2024-11-03T06"} <= starts
+
+
+def test_conversations_spanning_several_billing_sessions_keep_each(kore):
+    server = kore()
+    run = kore_run(kore_config(server))
+    assert_exact(run, server)
+    per_conversation: dict[str, int] = {}
+    for record in run.records:
+        per_conversation[record["conversationSessionId"]] = (
+            per_conversation.get(record["conversationSessionId"], 0) + 1
+        )
+    assert max(per_conversation.values()) > 1
+
+
+def test_admin_scope_reads_every_bot_of_the_account(kore):
+    server = kore()
+    run = kore_run(kore_config(server, bot_ids=None))
+    assert_exact(run, server, bots=None)
+    assert all(r.path == "/api/public/bots/getBillingSessionsDetails" for r in server.api_log())
+
+
+def test_admin_route_is_a_setting(kore):
+    server = kore()
+    run = kore_run(
+        kore_config(server, bot_ids=None, admin_path="/api/public/getBillingSessionsDetails")
+    )
+    assert_exact(run, server, bots=None)
+    assert {r.path for r in server.api_log()} == {"/api/public/getBillingSessionsDetails"}
+
+
+def test_channel_filter_queries_each_channel_on_its_own(kore):
+    server = kore()
+    run = kore_run(kore_config(server, channels=["IVR", "rtm"]))
+    assert_exact(run, server, channels={"IVR", "rtm"})
+    partitions = run.last_state["bookmarks"]["billing_sessions"]["partitions"]
+    assert len(partitions) == 4  # 2 bots x 2 channels
+
+
+def test_older_api_without_paging_is_split_until_complete(kore):
+    server = kore(paging=False, legacy_cap=40)
+    run = kore_run(kore_config(server))
+    assert_exact(run, server)
+    assert "splitting it" in run.stderr
+
+
+def test_a_window_that_cannot_be_split_further_fails_loudly(kore):
+    # Every conversation of one bot starts in the same minute: no split can bring it under the cap.
+    server = kore(paging=False, legacy_cap=5, conversations=0)
+    burst = generate_sessions(
+        seed=5,
+        conversations=30,
+        start=dt.datetime(2024, 2, 1, 12, tzinfo=UTC),
+        end=dt.datetime(2024, 2, 1, 12, 0, 20, tzinfo=UTC),
+        bots=(KORE_BOTS[0],),
+    )
+    server.api.add_sessions(burst)
+    run = kore_run(kore_config(server, bot_ids=[KORE_BOTS[0]]))
+    assert run.returncode != 0
+    assert "Not truncating in silence" in run.stderr
+    bookmark = (
+        run.last_state["bookmarks"]["billing_sessions"]["partitions"][0].get(
+            "replication_key_value"
+        )
+        if run.last_state
+        else None
+    )
+    assert bookmark is None or bookmark <= "2024-02-01T12:00:00"
+
+
+def test_page_size_capped_by_the_api_still_pages_through(kore):
+    server = kore(page_cap=20)
+    run = kore_run(kore_config(server, page_size=500))
+    assert_exact(run, server)
+
+
+def test_rate_limit_answers_are_waited_out_and_the_run_stays_exact(kore):
+    server = kore(rate_limits=[(4, 1.0)])
+    run = kore_run(kore_config(server))
+    assert_exact(run, server)
+    assert server.api.rate_limited > 0
+    assert "rate limited" not in run.stdout
+
+
+def test_rate_limit_message_under_another_status_is_waited_out(kore):
+    server = kore(rate_limits=[(4, 1.0)], rate_limit_status=400)
+    run = kore_run(kore_config(server))
+    assert_exact(run, server)
+    assert server.api.rate_limited > 0
+
+
+def test_client_side_throttle_keeps_within_the_limit(kore):
+    # 6 per minute would be far too slow here; the sandbox's limit is the minute budget scaled down.
+    server = kore(rate_limits=[(60, 60.0)])
+    run = kore_run(kore_config(server, max_requests_per_minute=50))
+    assert_exact(run, server)
+    assert server.api.rate_limited == 0
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "503", "stall", "drop", "truncate"])
+def test_retriable_faults_are_survived_exactly(kore, kind):
+    server = kore(faults=[FaultRule(kind, at=(1, 5, 9))], stall_seconds=5)
+    run = kore_run(kore_config(server, read_timeout_seconds=0.5))
+    assert_exact(run, server)
+
+
+def test_bad_credentials_fail_clearly_without_state(kore):
+    server = kore()
+    run = kore_run(kore_config(server, client_secret="not-the-secret-at-all"))
+    assert run.returncode != 0
+    assert "HTTP 401" in run.stderr and "Invalid SDK credentials" in run.stderr
+    assert not run.records
+
+
+def test_a_ready_jwt_works_and_is_never_printed(kore):
+    server = kore()
+    token = mint_jwt(KORE_CLIENT_ID, KORE_CLIENT_SECRET)
+    config = kore_config(server, client_id=None, client_secret=None, jwt=token)
+    run = kore_run(config)
+    assert_exact(run, server)
+    assert token not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "setting"),
+    [
+        ({"client_secret": None}, "client_secret"),
+        ({"jwt": "eyJhbGciOiAiSFMyNTYiLCJ4Ijp9.e30.c2ln"}, "jwt"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"window_size_days": 120}, "window_size_days"),
+        ({"admin_path": "api/no-slash"}, "admin_path"),
+        ({"max_requests_per_minute": 100}, "max_requests_per_minute"),
+    ],
+)
+def test_bad_config_is_refused_before_any_request(kore, overrides, setting):
+    server = kore()
+    run = kore_run(kore_config(server, **overrides))
+    assert run.returncode != 0
+    assert any(setting in line for line in run.stderr.splitlines() if "| ERROR" in line), run.stderr
+    assert "Traceback" not in run.stderr
+    assert server.requests == 0
+
+
+def test_connection_test_explains_a_missing_scope_or_bad_credentials(kore):
+    server = kore()
+    good = kore_run(kore_config(server), None, "--test")
+    assert good.returncode == 0, good.stderr
+    assert server.requests == 1
+    bad = kore_run(kore_config(server, client_secret="wrong-secret-value"), None, "--test")
+    assert bad.returncode == 1
+    assert "Billing Sessions API scope" in bad.stderr
+
+
+def test_incremental_rerun_reads_new_sessions_and_the_lookback_only(kore):
+    first_end = dt.datetime(2024, 10, 1, tzinfo=UTC)
+    server = kore(end=first_end)
+    first = kore_run(kore_config(server, end_date=first_end.isoformat()))
+    assert first.returncode == 0
+    server.api.add_sessions(
+        generate_sessions(
+            seed=77, conversations=200, start=first_end - dt.timedelta(hours=20), end=KORE_END
+        )
+    )
+    second = kore_run(kore_config(server), first.last_state)
+    assert second.returncode == 0
+    union = {r["billingSessionId"] for r in first.records} | {
+        r["billingSessionId"] for r in second.records
+    }
+    assert union == {
+        s.billingSessionId
+        for s in server.api.truth(bots=set(KORE_BOTS), start=KORE_START, end=KORE_END)
+    }
+    oldest = min(r["billingSessionStartDateTime"] for r in second.records)
+    assert oldest >= (first_end - dt.timedelta(minutes=1440)).isoformat()
+
+
+@pytest.mark.parametrize("states_before_kill", [1, 3, 5])
+def test_sigkill_then_resume_loses_nothing(kore, states_before_kill):
+    server = kore(conversations=2000, page_cap=20)
+    config = kore_config(server, window_size_days=30)
+    killed = run_tap_killed_after_states(config, None, states_before_kill, module=MODULE)
+    resumed = kore_run(config, killed.last_state)
+    assert resumed.returncode == 0
+    union = {r["billingSessionId"] for r in killed.records} | {
+        r["billingSessionId"] for r in resumed.records
+    }
+    assert union == {
+        s.billingSessionId
+        for s in server.api.truth(bots=set(KORE_BOTS), start=KORE_START, end=KORE_END)
+    }
