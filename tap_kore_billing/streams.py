@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import typing as t
 from functools import cached_property
 from zoneinfo import ZoneInfo
@@ -158,7 +159,12 @@ class BillingSessionsStream(WindowedRESTStream):
         per_minute = int(self.config.get("max_requests_per_minute", 50))
         per_hour = int(self.config.get("max_requests_per_hour", 1500))
         per_bot = requests / max(1, len({p.get("botId") for p in self.partitions or [{}]}))
-        minutes = max(requests / per_minute, (per_bot // per_hour) * 60)
+        # Rolling limits release the budget in bursts: the first per_minute requests go at once,
+        # each further batch a minute later (likewise per hour).
+        minutes = max(
+            math.ceil(max(0, requests - per_minute) / per_minute),
+            math.ceil(max(0.0, per_bot - per_hour) / per_hour) * 60,
+        )
         level = logging.WARNING if minutes >= 60 else logging.INFO
         self.logger.log(
             level,

@@ -1,0 +1,101 @@
+"""Measure tap-kore-billing against the sandbox.
+
+    .venv/bin/python scripts/measure_kore.py
+
+1. Requests per 10,000 billing sessions (one bot, one year, default window and page size).
+2. The plan the tap logs for a 2-year backfill of 5 bots at the default throttle, and that run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from billing_sandbox.faults import FaultPlan
+from billing_sandbox.kore import KoreAPI, KoreSettings, generate_sessions
+from billing_sandbox.server import SandboxServer
+
+UTC = dt.timezone.utc
+SETTINGS = KoreSettings(rate_limits=[(60, 60.0), (1800, 3600.0)])
+
+
+def run(sessions: list, config: dict) -> dict:
+    api = KoreAPI(sessions, SETTINGS)
+    with (
+        SandboxServer(api, faults=FaultPlan(), keep_log=False) as server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        config = {
+            "api_url": server.base_url,
+            "client_id": SETTINGS.client_id,
+            "client_secret": SETTINGS.client_secret,
+            **config,
+        }
+        path = Path(tmp, "config.json")
+        path.write_text(json.dumps(config))
+        began = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "tap_kore_billing", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wall = time.perf_counter() - began
+    plan = [line.split("| ", 3)[-1] for line in result.stderr.splitlines() if " plan: " in line]
+    records = sum(1 for line in result.stdout.splitlines() if line.startswith('{"type":"RECORD"'))
+    return {
+        "records": records,
+        "sessions_in_sandbox": len(sessions),
+        "requests": server.requests,
+        "rate_limited_answers": api.rate_limited,
+        "wall_seconds": round(wall, 2),
+        "plan": plan[0] if plan else None,
+    }
+
+
+def main() -> None:
+    start, end = dt.datetime(2023, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 1, tzinfo=UTC)
+    bot = ("st-measure-0001",)
+    sessions = generate_sessions(seed=1, conversations=8200, start=start, end=end, bots=bot)[
+        :10_000
+    ]
+    print(
+        "10,000 sessions, 1 bot, 1 year:",
+        json.dumps(
+            run(
+                sessions,
+                {
+                    "bot_ids": list(bot),
+                    "start_date": start.isoformat(),
+                    "end_date": end.isoformat(),
+                },
+            ),
+            indent=2,
+        ),
+    )
+    bots = tuple(f"st-measure-{n:04d}" for n in range(1, 6))
+    start = dt.datetime(2022, 1, 1, tzinfo=UTC)
+    sessions = generate_sessions(seed=2, conversations=2000, start=start, end=end, bots=bots)
+    print(
+        "2-year backfill, 5 bots, default throttle:",
+        json.dumps(
+            run(
+                sessions,
+                {
+                    "bot_ids": list(bots),
+                    "start_date": start.isoformat(),
+                    "end_date": end.isoformat(),
+                },
+            ),
+            indent=2,
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()
