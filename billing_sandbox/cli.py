@@ -17,6 +17,7 @@ import signal
 import sys
 import typing as t
 
+from billing_sandbox.evovoice import EvoAPI, EvoSettings, generate_usage
 from billing_sandbox.faults import FAULT_KINDS, FaultPlan, FaultRule
 from billing_sandbox.kore import KoreAPI, KoreSettings, generate_sessions
 from billing_sandbox.luminai import LuminAPI, LuminSettings, generate_events
@@ -60,10 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     kore.add_argument("--no-paging", action="store_true", help="play the older API without paging")
     kore.add_argument("--fault", action="append", default=[], metavar="RULE")
     kore.add_argument("--fault-seed", type=int, default=0)
+    evo = sub.add_parser("evovoice", help="Evo Voice GetAIUsage")
+    evo.add_argument("--port", type=int, default=0)
+    evo.add_argument("--seed", type=int, default=1)
+    evo.add_argument("--start", type=_date, default=_date("2024-01-01"))
+    evo.add_argument("--end", type=_date, default=_date("2024-07-01"))
+    evo.add_argument("--exclusive-end", action="store_true", help="endDate is exclusive")
+    evo.add_argument("--fault", action="append", default=[], metavar="RULE")
+    evo.add_argument("--fault-seed", type=int, default=0)
     return parser
 
 
 def _api(args: argparse.Namespace) -> tuple[SandboxAPI, str, dict[str, str]]:
+    if args.api == "evovoice":
+        rows = generate_usage(seed=args.seed, start=args.start.date(), end=args.end.date())
+        evo = EvoSettings(end_inclusive=not args.exclusive_end)
+        return EvoAPI(rows, evo), "", {"username": evo.username, "password": evo.password}
     if args.api == "kore":
         sessions = generate_sessions(
             seed=args.seed, conversations=args.conversations, start=args.start, end=args.end

@@ -38,7 +38,8 @@ class Request:
 class Response:
     status: int
     body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
+    #: A list value sends the header once per item (e.g. several Set-Cookie).
+    headers: dict[str, t.Any] = field(default_factory=dict)
     content_type: str = "application/json"
 
     @classmethod
@@ -256,7 +257,8 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
             for key, value in response.headers.items():
-                self.send_header(key, value)
+                for item in value if isinstance(value, list) else [value]:
+                    self.send_header(key, item)
             self.end_headers()
             self.wfile.write(response.body)
 

@@ -29,9 +29,13 @@ MAX_WINDOW_DAYS = 3660
 MAX_LOOKBACK_MINUTES = 60 * 24 * 366
 
 
-def window_properties(*, window_days: float, lookback_minutes: int) -> list[th.Property]:
-    """The date-range, window, timeout and retry settings, with this tap's defaults."""
-    return [
+def window_properties(*, window_days: float | None, lookback_minutes: int) -> list[th.Property]:
+    """The date-range, window, timeout and retry settings, with this tap's defaults.
+
+    ``window_days=None`` leaves out ``window_size_days``, for taps whose windows are calendar
+    periods.
+    """
+    properties: list[th.Property] = [
         th.Property(
             "start_date",
             th.DateTimeType,
@@ -49,16 +53,6 @@ def window_properties(*, window_days: float, lookback_minutes: int) -> list[th.P
             description=(
                 "Exclusive upper bound of the extraction, ISO 8601 (same rule for naive values). "
                 "Default: the time the run starts."
-            ),
-        ),
-        th.Property(
-            "window_size_days",
-            th.NumberType,
-            default=window_days,
-            title="Window size (days)",
-            description=(
-                "Length of one date window. State is saved after every completed window, so an "
-                "interrupted run re-reads at most about one window. Fractions are allowed."
             ),
         ),
         th.Property(
@@ -113,6 +107,21 @@ def window_properties(*, window_days: float, lookback_minutes: int) -> list[th.P
             description="The most a single request may spend waiting between its attempts.",
         ),
     ]
+    if window_days is not None:
+        properties.insert(
+            2,
+            th.Property(
+                "window_size_days",
+                th.NumberType,
+                default=window_days,
+                title="Window size (days)",
+                description=(
+                    "Length of one date window. State is saved after every completed window, so "
+                    "an interrupted run re-reads at most about one window. Fractions are allowed."
+                ),
+            ),
+        )
+    return properties
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,15 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         """Keys one query can cover together, each with its own bookmark; none by default."""
         return ()
 
+    def split_range(self, start: dt.datetime, end: dt.datetime) -> list[DateWindow]:
+        """Cut ``[start, end)`` into windows: of ``window_size_days`` by default (override for
+        calendar periods)."""
+        return plan_windows(start, end, self.window_settings.window_size)
+
+    def record_in_window(self, record: dict[str, t.Any], low: str, high: str) -> bool:
+        """Whether a record belongs to the window ``[low, high)`` (canonical UTC texts)."""
+        return low <= record[self.window_field] < high
+
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
         """Check a decoded 2xx body; raise ResponseShapeError (fatal) or RetriableAPIError."""
 
@@ -220,7 +229,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         windows: list[DateWindow] = []
         for low, high in zip(breaks, [*breaks[1:], settings.end], strict=False):
             if low < min(high, settings.end):
-                windows += plan_windows(low, min(high, settings.end), settings.window_size)
+                windows += self.split_range(low, min(high, settings.end))
         return SyncPlan(
             windows=windows, key_starts={k: format_timestamp(v) for k, v in starts.items()}
         )
@@ -296,11 +305,10 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     ) -> t.Iterator[dict[str, t.Any]]:
         """The records of one window: every page of it, keeping only items inside it."""
         self.current_window = query.window
-        field = self.window_field
         low, high = query.window.start_text, query.window.end_text
         outside = 0
         for record in self.request_records(query.as_context(context)):
-            if low <= record[field] < high:
+            if self.record_in_window(record, low, high):
                 yield record
             else:
                 outside += 1

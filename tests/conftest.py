@@ -5,7 +5,7 @@ import typing as t
 import pytest
 
 from billing_sandbox.server import SandboxServer
-from tests.support import assert_no_secrets, kore_sandbox, lumin_sandbox
+from tests.support import assert_no_secrets, evo_sandbox, kore_sandbox, lumin_sandbox
 
 
 def _sandboxes(
@@ -33,6 +33,12 @@ def lumin() -> t.Iterator[t.Callable[..., SandboxServer]]:
 def kore() -> t.Iterator[t.Callable[..., SandboxServer]]:
     """Start Kore.ai sandboxes for one test; all are stopped after it."""
     yield from _sandboxes(kore_sandbox)
+
+
+@pytest.fixture
+def evo() -> t.Iterator[t.Callable[..., SandboxServer]]:
+    """Start Evo Voice sandboxes for one test; all are stopped after it."""
+    yield from _sandboxes(evo_sandbox)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TAPS = {"tap-luminai": "tap_luminai", "tap-kore-billing": "tap_kore_billing"}
+TAPS = {
+    "tap-luminai": "tap_luminai",
+    "tap-kore-billing": "tap_kore_billing",
+    "tap-evovoice": "tap_evovoice",
+}
 
 
 def settings_table(module: str) -> str:

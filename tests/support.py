@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from billing_sandbox.evovoice import EvoAPI, EvoSettings, generate_usage
 from billing_sandbox.faults import FaultPlan, FaultRule
 from billing_sandbox.kore import KoreAPI, KoreSettings, generate_sessions
 from billing_sandbox.luminai import LuminAPI, LuminSettings, generate_events
@@ -27,7 +28,11 @@ KORE_CLIENT_ID = "cs-test-client-6a1f"
 KORE_CLIENT_SECRET = "kore-test-client-secret-93be07"
 #: The header every HS256 JWT starts with: no minted or ready token may be printed either.
 JWT_HEADER_PREFIX = "eyJhbGciOiAiSFMyNTYi"
-SECRETS = (LUMIN_TOKEN, KORE_CLIENT_SECRET, JWT_HEADER_PREFIX)
+EVO_USERNAME = "evo-test-admin"
+EVO_PASSWORD = "evo-test-password-c81d2f"
+#: The HTTP Basic credential derived from them (base64 of "user:password").
+EVO_BASIC = __import__("base64").b64encode(f"{EVO_USERNAME}:{EVO_PASSWORD}".encode()).decode()
+SECRETS = (LUMIN_TOKEN, KORE_CLIENT_SECRET, JWT_HEADER_PREFIX, EVO_PASSWORD, EVO_BASIC)
 
 
 def lumin_sandbox(
@@ -109,6 +114,38 @@ def kore_config(server: SandboxServer, **overrides: object) -> dict[str, object]
         "connect_timeout_seconds": 2,
         "retry_initial_delay_seconds": 0.2,
         "retry_max_wait_seconds": 30,
+    }
+    config.update(overrides)
+    return {k: v for k, v in config.items() if v is not None}
+
+
+EVO_START = dt.date(2024, 1, 15)
+EVO_END = dt.date(2024, 4, 10)
+
+
+def evo_sandbox(
+    *,
+    seed: int = 5,
+    faults: list[FaultRule] | None = None,
+    stall_seconds: float = 10.0,
+    **settings: object,
+) -> SandboxServer:
+    rows = generate_usage(seed=seed, start=dt.date(2023, 12, 1), end=dt.date(2024, 5, 1))
+    api = EvoAPI(rows, EvoSettings(username=EVO_USERNAME, password=EVO_PASSWORD, **settings))  # type: ignore[arg-type]
+    return SandboxServer(api, faults=FaultPlan(faults or [], stall_seconds=stall_seconds)).start()
+
+
+def evo_config(server: SandboxServer, **overrides: object) -> dict[str, object]:
+    config: dict[str, object] = {
+        "api_url": server.base_url,
+        "username": EVO_USERNAME,
+        "password": EVO_PASSWORD,
+        "start_date": EVO_START.isoformat(),
+        "end_date": EVO_END.isoformat(),
+        "read_timeout_seconds": 1,
+        "connect_timeout_seconds": 2,
+        "retry_initial_delay_seconds": 0.2,
+        "retry_max_wait_seconds": 20,
     }
     config.update(overrides)
     return {k: v for k, v in config.items() if v is not None}

@@ -6,9 +6,17 @@ import atexit
 
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
+from tap_evovoice.tap import TapEvoVoice
 from tap_kore_billing.tap import TapKoreBilling
 from tap_luminai.tap import TapLuminai
-from tests.support import kore_config, kore_sandbox, lumin_config, lumin_sandbox
+from tests.support import (
+    evo_config,
+    evo_sandbox,
+    kore_config,
+    kore_sandbox,
+    lumin_config,
+    lumin_sandbox,
+)
 
 # The SDK builds its test class at import time, from a config that must already name a server:
 # this module's sandbox therefore starts on import and stops when the test process ends.
@@ -67,3 +75,27 @@ def test_kore_standard_run_has_unique_keys_and_a_clean_final_state():
     for partition in final["bookmarks"]["billing_sessions"]["partitions"]:
         assert "progress_markers" not in partition
         assert partition["replication_key_value"] == "2024-12-01T00:00:00.000000+00:00"
+
+
+# -- tap-evovoice ---------------------------------------------------------------------------
+
+_EVO = evo_sandbox()
+atexit.register(_EVO.stop)
+EVO_CONFIG = evo_config(_EVO, granularity="month")
+
+TestTapEvoVoice = get_tap_test_class(
+    TapEvoVoice,
+    config=EVO_CONFIG,
+    suite_config=SuiteConfig(max_records_limit=None),
+)
+
+
+def test_evo_standard_run_has_unique_keys_and_a_clean_final_state():
+    records, final = standard_run(TapEvoVoice, EVO_CONFIG)
+    keys = [(r["accountId"], r.get("customerId"), r["startDate"]) for r in records]
+    assert keys
+    assert len(keys) == len(set(keys))
+    for stream in ("ai_account_usage", "ai_customer_usage"):
+        state = final["bookmarks"][stream]
+        assert "progress_markers" not in state
+        assert state["replication_key_value"] == "2024-04-10T00:00:00.000000+00:00"

@@ -1,0 +1,203 @@
+"""Evo Voice ``GetAIUsage`` (seed 003), with ServiceStack's conventions.
+
+- ``GET /ai/usage?accountId=&customerId=&startDate=&endDate=``, the same as a ``POST`` with a JSON
+  body, and ``/json/reply/GetAIUsage``. JSON when asked for (``Accept: application/json`` or
+  ``?format=json``); otherwise an HTML page, as ServiceStack serves browsers.
+- HTTP Basic auth, or ``POST /auth/credentials`` that sets ``ss-id``/``ss-pid`` cookies, which expire
+  (then 401). A user without the SystemAdministrator role gets 403. Errors are
+  ``{"responseStatus": {"errorCode", "message", "errors"}}``.
+- Dates ``YYYY-MM-DD``; ``endDate`` inclusive (default) or exclusive (second mode). Figures are sums of
+  whole minutes from a per-day table, per account and per customer.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import random
+import secrets
+import threading
+from dataclasses import dataclass, field
+
+from billing_sandbox.server import Request, Response
+
+ACCOUNTS = ("acct-alpha", "acct-bravo", "acct-charlie")
+USAGE_PATHS = ("/ai/usage", "/json/reply/GetAIUsage")
+
+
+@dataclass(frozen=True)
+class DailyUsage:
+    day: dt.date
+    account_id: str
+    customer_id: str
+    minutes: int
+
+
+def generate_usage(
+    *,
+    seed: int,
+    start: dt.date,
+    end: dt.date,
+    accounts: tuple[str, ...] = ACCOUNTS,
+    customers_per_account: int = 4,
+) -> list[DailyUsage]:
+    """A per-day table over ``[start, end)``: most customers use some whole minutes most days."""
+    rng = random.Random(seed)
+    rows = []
+    customers = {
+        a: [f"{a}-cust-{n:02d}" for n in range(1, customers_per_account + 1)] for a in accounts
+    }
+    day = start
+    while day < end:
+        for account in accounts:
+            for customer in customers[account]:
+                if rng.random() < 0.8:
+                    rows.append(DailyUsage(day, account, customer, rng.randrange(0, 240)))
+        day += dt.timedelta(days=1)
+    return rows
+
+
+@dataclass
+class EvoSettings:
+    username: str = "sandbox-admin"
+    password: str = "sandbox-evo-password"
+    roles: tuple[str, ...] = ("SystemAdministrator",)
+    end_inclusive: bool = True
+    #: A session expires after this many usage requests (then 401 until the client logs in again).
+    session_requests: int = 1_000_000
+    #: Users who exist but lack the role.
+    other_users: dict[str, str] = field(
+        default_factory=lambda: {"sandbox-viewer": "viewer-password-1"}
+    )
+
+
+class EvoAPI:
+    name = "evovoice"
+
+    def __init__(self, rows: list[DailyUsage], settings: EvoSettings | None = None) -> None:
+        self.settings = settings or EvoSettings()
+        self._rows = list(rows)
+        self._lock = threading.Lock()
+        self._sessions: dict[str, tuple[str, int]] = {}  # ss-id -> (user, requests used)
+        self.logins = 0
+
+    def add_rows(self, rows: list[DailyUsage]) -> None:
+        with self._lock:
+            self._rows.extend(rows)
+
+    # -- truth --------------------------------------------------------------------------
+
+    def totals(
+        self, first: dt.date, last: dt.date, account: str | None = None
+    ) -> tuple[dict, dict]:
+        """Minutes per account and per (account, customer) over the days ``first..last`` inclusive."""
+        by_account: dict[str, int] = {}
+        by_customer: dict[tuple[str, str], int] = {}
+        for row in self._rows:
+            if first <= row.day <= last and (account is None or row.account_id == account):
+                by_account[row.account_id] = by_account.get(row.account_id, 0) + row.minutes
+                key = (row.account_id, row.customer_id)
+                by_customer[key] = by_customer.get(key, 0) + row.minutes
+        return by_account, by_customer
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    def is_api_request(self, request: Request) -> bool:
+        return request.path in USAGE_PATHS
+
+    def error_body(self, status: int, message: str) -> Response:
+        code = {401: "Unauthorized", 403: "Forbidden", 400: "ArgumentException"}.get(
+            status, "Exception"
+        )
+        return Response.json(
+            status, {"responseStatus": {"errorCode": code, "message": message, "errors": []}}
+        )
+
+    def handle(self, request: Request) -> Response:
+        if request.path == "/auth/credentials" and request.method == "POST":
+            return self._login(request)
+        if request.path not in USAGE_PATHS:
+            return self.error_body(404, f"Handler for Request not found: {request.path}")
+        user = self._user(request)
+        if user is None:
+            return self.error_body(401, "Not Authenticated")
+        if user not in {self.settings.username}:
+            return self.error_body(403, "Invalid Role")
+        params = {k: v[-1] for k, v in request.query.items()}
+        if request.method == "POST" and request.body:
+            try:
+                body = request.json()
+            except ValueError:
+                return self.error_body(400, "Invalid JSON")
+            params.update({k: str(v) for k, v in (body or {}).items() if v is not None})
+        wants_json = "json" in request.headers.get("Accept", "") or params.get("format") == "json"
+        if request.path.startswith("/json/"):
+            wants_json = True
+        try:
+            first = dt.date.fromisoformat(params["startDate"])
+            end = dt.date.fromisoformat(params["endDate"])
+        except (KeyError, ValueError):
+            return self.error_body(400, "startDate and endDate are required as YYYY-MM-DD")
+        last = end if self.settings.end_inclusive else end - dt.timedelta(days=1)
+        by_account, by_customer = self.totals(first, last, params.get("accountId") or None)
+        customer = params.get("customerId") or None
+        answer = {
+            "accountUsage": [
+                {"accountId": a, "aiMinutes": m} for a, m in sorted(by_account.items())
+            ],
+            "customerUsage": [
+                {"accountId": a, "customerId": c, "aiMinutes": m}
+                for (a, c), m in sorted(by_customer.items())
+                if customer is None or c == customer
+            ],
+        }
+        if not wants_json:
+            html = f"<html><body><h1>GetAIUsage</h1><pre>{json.dumps(answer)}</pre></body></html>"
+            return Response(200, html.encode(), content_type="text/html")
+        return Response.json(200, answer)
+
+    def _login(self, request: Request) -> Response:
+        try:
+            body = request.json() or {}
+        except ValueError:
+            return self.error_body(400, "Invalid JSON")
+        user, password = body.get("userName"), body.get("password")
+        known = {self.settings.username: self.settings.password, **self.settings.other_users}
+        if body.get("provider") != "credentials" or known.get(str(user)) != password:
+            return self.error_body(401, "Invalid UserName or Password")
+        session = secrets.token_urlsafe(16)
+        with self._lock:
+            self._sessions[session] = (str(user), 0)
+            self.logins += 1
+        response = Response.json(200, {"userId": "1", "sessionId": session, "userName": user})
+        response.headers["Set-Cookie"] = [
+            f"ss-id={session}; path=/; HttpOnly",
+            f"ss-pid={secrets.token_urlsafe(16)}; path=/; HttpOnly",
+        ]
+        return response
+
+    def _user(self, request: Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            except ValueError:
+                return None
+            known = {self.settings.username: self.settings.password, **self.settings.other_users}
+            return user if known.get(str(user)) == password else None
+        cookies = dict(
+            part.strip().split("=", 1)
+            for part in request.headers.get("Cookie", "").split(";")
+            if "=" in part
+        )
+        session = cookies.get("ss-id")
+        with self._lock:
+            if session not in self._sessions:
+                return None
+            user, used = self._sessions[session]
+            if used >= self.settings.session_requests:
+                del self._sessions[session]  # expired
+                return None
+            self._sessions[session] = (user, used + 1)
+        return user

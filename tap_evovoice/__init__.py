@@ -1,0 +1,1 @@
+"""tap-evovoice: AI-minutes usage per account and per customer from Evo Voice GetAIUsage."""

@@ -1,0 +1,3 @@
+from tap_evovoice.tap import TapEvoVoice
+
+TapEvoVoice.cli()

@@ -1,0 +1,80 @@
+"""Evo Voice (ServiceStack) authentication: HTTP Basic, or a credentials login kept as cookies."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import requests
+
+from billing_toolkit.http import Timeouts, describe_response_failure
+from billing_toolkit.secrets import register_secret
+
+
+class LoginError(Exception):
+    """The credentials login failed; the message names the response."""
+
+
+class EvoAuth(requests.auth.AuthBase):
+    """Adds ``Authorization: Basic …`` or the ``ss-id``/``ss-pid`` session cookies of a login.
+
+    One instance serves every stream of a run, so there is one login, not one per stream. A 401
+    under the credentials method means the session expired: :meth:`login` again (once per
+    failure; the stream decides).
+    """
+
+    def __init__(
+        self, *, api_url: str, username: str, password: str, method: str, timeouts: Timeouts
+    ) -> None:
+        self._api_url = api_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self.method = method
+        self._timeouts = timeouts
+        self._cookies: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.logins = 0
+        self._basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        register_secret(password)
+        register_secret(self._basic[6:])
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.method == "basic":
+            request.headers["Authorization"] = self._basic
+            return request
+        if not self._cookies:
+            self.login()
+        request.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self._cookies.items())
+        return request
+
+    def login(self) -> None:
+        """``POST /auth/credentials`` and keep the session cookies it sets."""
+        with self._lock:
+            response = requests.post(
+                f"{self._api_url}/auth/credentials",
+                json={
+                    "provider": "credentials",
+                    "userName": self._username,
+                    "password": self._password,
+                    "rememberMe": True,
+                },
+                headers={"Accept": "application/json"},
+                timeout=self._timeouts.as_tuple(),
+                allow_redirects=False,
+            )
+            if response.status_code != 200:
+                raise LoginError(
+                    describe_response_failure(response, "the credentials login was refused")
+                )
+            cookies = {k: v for k, v in response.cookies.items() if k in {"ss-id", "ss-pid"}}
+            if "ss-id" not in cookies:
+                raise LoginError(
+                    describe_response_failure(response, "the login set no ss-id cookie")
+                )
+            for value in cookies.values():
+                register_secret(value)
+            self._cookies = cookies
+            self.logins += 1
+
+    def forget_session(self) -> None:
+        self._cookies = {}

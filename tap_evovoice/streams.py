@@ -1,0 +1,249 @@
+"""The two streams of tap-evovoice: AI minutes per account and per customer, keyed by period.
+
+GetAIUsage returns aggregates over the dates asked, not events. The tap therefore asks period by
+period (a day, or a calendar month) and keys every figure by its period's first day, so that a rerun
+refreshes a figure instead of adding it twice.
+
+One answer holds both lists (``accountUsage`` and ``customerUsage``). When both streams are
+selected, the stream synced first keeps the other's part of each answer in a run-wide
+:class:`UsageAnswers` store and the second stream takes it from there: one request per period, not
+two. The store is bounded; past its bound the second stream asks the API itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+
+from singer_sdk import typing as th
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
+from billing_toolkit.http import describe_response_failure
+from billing_toolkit.stream import ResponseShapeError, WindowedRESTStream, WindowQuery
+from billing_toolkit.windows import DateWindow
+from tap_evovoice.auth import EvoAuth, LoginError
+
+if t.TYPE_CHECKING:
+    import requests
+    from singer_sdk.helpers.types import Context
+
+UTC = dt.timezone.utc
+ACCOUNT_PART = "accountUsage"
+CUSTOMER_PART = "customerUsage"
+
+
+class UsageAnswers:
+    """Run-wide store of the answer parts one stream fetched for the other (bounded in rows)."""
+
+    def __init__(self, auth: EvoAuth, max_rows: int = 1_000_000) -> None:
+        self.auth = auth
+        self.max_rows = max_rows
+        self._parts: dict[tuple[t.Any, ...], list[dict[str, t.Any]]] = {}
+        self._rows = 0
+        self.streams: dict[str, AIUsageStream] = {}
+        self.requests_saved = 0
+
+    def keep(self, key: tuple[t.Any, ...], rows: list[dict[str, t.Any]]) -> None:
+        if self._rows + len(rows) <= self.max_rows:
+            self._parts[key] = rows
+            self._rows += len(rows)
+
+    def take(self, key: tuple[t.Any, ...]) -> list[dict[str, t.Any]] | None:
+        rows = self._parts.pop(key, None)
+        if rows is not None:
+            self._rows -= len(rows)
+            self.requests_saved += 1
+        return rows
+
+
+class AIUsageStream(WindowedRESTStream):
+    """One GetAIUsage request per period (and account partition); records of one part of it."""
+
+    path = "/ai/usage"
+    http_method = "GET"
+    replication_key = "startDate"
+    window_field = "startDate"
+    part: t.ClassVar[str]
+    other_part: t.ClassVar[str]
+    answers: UsageAnswers
+
+    @property
+    def url_base(self) -> str:
+        return str(self.config.get("api_url", "https://evovoice.io")).rstrip("/")
+
+    @property
+    def authenticator(self) -> EvoAuth:
+        return self.answers.auth
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        return {"Accept": "application/json"}
+
+    @property
+    def partitions(self) -> list[dict[str, str]] | None:
+        accounts = list(dict.fromkeys(self.config.get("account_ids") or []))
+        return [{"accountId": a} for a in accounts] or None
+
+    def get_new_paginator(self) -> None:
+        return None  # one answer per period
+
+    # -- periods ---------------------------------------------------------------------------
+
+    def split_range(self, start: dt.datetime, end: dt.datetime) -> list[DateWindow]:
+        """Calendar periods (UTC days or months) covering ``[start, end)``, cut to the range."""
+        monthly = self.config.get("granularity", "day") == "month"
+        cursor = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        if monthly:
+            cursor = cursor.replace(day=1)
+        cursor = max(cursor, self.window_settings.start)
+        windows = []
+        while cursor < end:
+            if monthly:
+                following = (cursor.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+            else:
+                following = cursor + dt.timedelta(days=1)
+            windows.append(DateWindow(cursor, min(following, end)))
+            cursor = following
+        return windows
+
+    def record_in_window(self, record: dict[str, t.Any], low: str, high: str) -> bool:
+        return True  # a figure is the period itself
+
+    @staticmethod
+    def period_days(window: DateWindow) -> tuple[dt.date, dt.date]:
+        """The first and last (inclusive) day a window covers; a cut-short last day counts."""
+        return window.start.date(), (window.end - dt.timedelta(microseconds=1)).date()
+
+    def answer_key(self, context: Context | None) -> tuple[t.Any, ...]:
+        query = WindowQuery.from_context(context)
+        return ((context or {}).get("accountId"), query.window.start, query.window.end)
+
+    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
+        first, last = self.period_days(WindowQuery.from_context(context).window)
+        end = last if self.config.get("end_date_inclusive", True) else last + dt.timedelta(days=1)
+        params = {"startDate": first.isoformat(), "endDate": end.isoformat()}
+        if context and context.get("accountId"):
+            params["accountId"] = context["accountId"]
+        return params
+
+    # -- one request, two streams -----------------------------------------------------------
+
+    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        kept = self.answers.take((*self.answer_key(context), self.part))
+        if kept is not None:
+            yield from self._records(kept, context)
+            return
+        self._answer_key = self.answer_key(context)
+        self._answer_context = context
+        yield from super().request_records(context)
+
+    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
+        body = self.decoded_body(response)
+        other = self.answers.streams.get(self.other_part)
+        if other is not None and other.selected:
+            self.answers.keep((*self._answer_key, self.other_part), body.get(self.other_part) or [])
+        yield from self._records(body.get(self.part) or [], self._answer_context, response)
+
+    def _records(
+        self, rows: list[t.Any], context: Context | None, response: requests.Response | None = None
+    ) -> t.Iterator[dict[str, t.Any]]:
+        first, last = self.period_days(WindowQuery.from_context(context).window)
+        wanted = set(self.config.get("customer_ids") or [])
+        for row in rows:
+            if (
+                not isinstance(row, dict)
+                or not isinstance(row.get("accountId"), str)
+                or not isinstance(row.get("aiMinutes"), int)
+            ):
+                msg = f"a {self.part} row without accountId or whole aiMinutes: {row!r}"
+                raise ResponseShapeError(
+                    describe_response_failure(response, msg) if response is not None else msg
+                )
+            if self.part == CUSTOMER_PART and wanted and row.get("customerId") not in wanted:
+                continue
+            yield {**row, "startDate": first.isoformat(), "endDate": last.isoformat()}
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def validate_response(self, response: requests.Response) -> None:
+        if (
+            response.status_code == 401
+            and self.answers.auth.method == "credentials"
+            and not self._relogged
+        ):
+            # The session expired: log in again, once, and ask again.
+            self._relogged = True
+            try:
+                self.answers.auth.login()
+            except LoginError as exc:
+                raise FatalAPIError(str(exc)) from exc
+            raise RetriableAPIError(
+                describe_response_failure(response, "session expired; logged in again"), response
+            )
+        if response.status_code == 403:
+            msg = describe_response_failure(
+                response, "the user lacks the SystemAdministrator role that GetAIUsage requires"
+            )
+            raise FatalAPIError(msg)
+        content_type = response.headers.get("Content-Type", "")
+        if response.status_code == 200 and "json" not in content_type:
+            msg = f"the API answered {content_type or 'no content type'}, not JSON: is api_url the Evo Voice API root?"
+            raise ResponseShapeError(describe_response_failure(response, msg))
+        super().validate_response(response)
+        self._relogged = False
+
+    _relogged = False
+
+    def validate_body(self, body: t.Any, response: requests.Response) -> None:
+        if not isinstance(body, dict):
+            raise ResponseShapeError(
+                describe_response_failure(response, "the response is not a JSON object")
+            )
+        for part in (ACCOUNT_PART, CUSTOMER_PART):
+            if body.get(part) is not None and not isinstance(body[part], list):
+                raise ResponseShapeError(
+                    describe_response_failure(response, f"'{part}' is not a list")
+                )
+        if body.get(ACCOUNT_PART) is None and body.get(CUSTOMER_PART) is None:
+            raise RetriableAPIError(
+                describe_response_failure(response, "neither usage list in a success"), response
+            )
+
+
+class AIAccountUsageStream(AIUsageStream):
+    """AI minutes per account and period."""
+
+    name = "ai_account_usage"
+    primary_keys = ("accountId", "startDate")
+    part = ACCOUNT_PART
+    other_part = CUSTOMER_PART
+    schema = th.PropertiesList(
+        th.Property("accountId", th.StringType, required=True),
+        th.Property(
+            "aiMinutes", th.IntegerType, required=True, description="Whole AI minutes in the period"
+        ),
+        th.Property("startDate", th.DateType, required=True, description="First day of the period"),
+        th.Property(
+            "endDate", th.DateType, required=True, description="Last day (inclusive) of the period"
+        ),
+    ).to_dict()
+
+
+class AICustomerUsageStream(AIUsageStream):
+    """AI minutes per customer and period."""
+
+    name = "ai_customer_usage"
+    primary_keys = ("accountId", "customerId", "startDate")
+    part = CUSTOMER_PART
+    other_part = ACCOUNT_PART
+    schema = th.PropertiesList(
+        th.Property("accountId", th.StringType, required=True),
+        th.Property("customerId", th.StringType, required=True),
+        th.Property(
+            "aiMinutes", th.IntegerType, required=True, description="Whole AI minutes in the period"
+        ),
+        th.Property("startDate", th.DateType, required=True, description="First day of the period"),
+        th.Property(
+            "endDate", th.DateType, required=True, description="Last day (inclusive) of the period"
+        ),
+    ).to_dict()

@@ -1,0 +1,156 @@
+"""tap-evovoice: settings and streams."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from singer_sdk import typing as th
+
+from billing_toolkit import settings as common
+from billing_toolkit.tap import BillingTap, ConnectionCheckError
+from billing_toolkit.timestamps import parse_timestamp
+from billing_toolkit.windows import DateWindow
+from tap_evovoice.auth import EvoAuth
+from tap_evovoice.streams import (
+    AIAccountUsageStream,
+    AICustomerUsageStream,
+    AIUsageStream,
+    UsageAnswers,
+)
+
+
+class TapEvoVoice(BillingTap):
+    """AI-minutes usage per account and per customer from Evo Voice GetAIUsage."""
+
+    name = "tap-evovoice"
+    package_name = "voice-billing-taps"
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "api_url",
+            th.URIType,
+            default="https://evovoice.io",
+            title="API URL",
+            description="Evo Voice API root, e.g. https://evovoice.io.",
+        ),
+        th.Property(
+            "username",
+            th.StringType,
+            required=True,
+            title="Username",
+            description="Evo Voice user with the SystemAdministrator role.",
+        ),
+        th.Property(
+            "password",
+            th.StringType,
+            required=True,
+            secret=True,
+            title="Password",
+            description="That user's password.",
+        ),
+        th.Property(
+            "auth_method",
+            th.StringType,
+            default="basic",
+            allowed_values=["basic", "credentials"],
+            title="Authentication method",
+            description="basic: HTTP Basic on every request. credentials: one POST /auth/credentials login whose session cookies are kept, and renewed once on a 401.",
+        ),
+        th.Property(
+            "account_ids",
+            th.ArrayType(th.StringType),
+            title="Account IDs",
+            description="Accounts to read, each its own partition and bookmark. Empty: all accounts in one query.",
+        ),
+        th.Property(
+            "customer_ids",
+            th.ArrayType(th.StringType),
+            title="Customer IDs",
+            description="Customers to keep in ai_customer_usage (filtered from the full answer). Empty: all.",
+        ),
+        th.Property(
+            "granularity",
+            th.StringType,
+            default="day",
+            allowed_values=["day", "month"],
+            title="Granularity",
+            description="Period of each figure: day, or calendar month (UTC). A month partly inside the range is reported for the part inside.",
+        ),
+        th.Property(
+            "end_date_inclusive",
+            th.BooleanType,
+            default=True,
+            title="API endDate is inclusive",
+            description="Whether GetAIUsage counts the endDate day (undocumented; its sibling GetBilling does).",
+        ),
+        *common.window_properties(window_days=None, lookback_minutes=3 * 24 * 60),
+    ).to_dict()
+
+    def discover_streams(self) -> list[AIUsageStream]:
+        auth = EvoAuth(
+            api_url=str(self.config.get("api_url", "https://evovoice.io")),
+            username=str(self.config.get("username", "")),
+            password=str(self.config.get("password", "")),
+            method=str(self.config.get("auth_method", "basic")),
+            timeouts=common.timeouts(self.config),
+        )
+        answers = UsageAnswers(auth)
+        streams: list[AIUsageStream] = [AIAccountUsageStream(self), AICustomerUsageStream(self)]
+        for stream in streams:
+            stream.answers = answers
+            answers.streams[stream.part] = stream
+        return streams
+
+    def semantic_config_errors(self) -> list[str]:
+        config = self.config
+        errors = [
+            *common.validate_api_url(config),
+            *common.validate_secret(config, "password"),
+            *common.validate_string_list(config, "account_ids"),
+            *common.validate_string_list(config, "customer_ids"),
+            *common.validate_window_settings(config),
+        ]
+        for key in ("start_date", "end_date"):
+            value = config.get(key)
+            try:
+                moment = parse_timestamp(value) if value else None
+            except (ValueError, OverflowError):
+                continue  # already reported
+            if moment is not None and moment != moment.replace(
+                hour=0, minute=0, second=0, microsecond=0
+            ):
+                errors.append(
+                    f"{key} must be a whole day (midnight UTC): GetAIUsage counts whole days, got {value!r}"
+                )
+        return errors
+
+    def check_connection(self) -> str:
+        """One request for the last day of the range: checks host, credentials and role."""
+        stream = self.streams["ai_account_usage"]
+        assert isinstance(stream, AIUsageStream)
+        end = stream.window_settings.end
+        first = end.replace(hour=0, minute=0, second=0, microsecond=0)
+        window = DateWindow(first if first < end else first - dt.timedelta(days=1), end)
+        partition = stream.partitions[0] if stream.partitions else None
+        try:
+            stream.probe(partition, window)
+        except Exception as exc:
+            raise ConnectionCheckError(_explain(exc, stream.url_base)) from exc
+        return f"GET {stream.url_base}/ai/usage accepted the credentials and answered usage figures"
+
+
+def _explain(exc: Exception, url: str) -> str:
+    text = str(exc)
+    if "SystemAdministrator" in text:
+        return f"the user lacks the SystemAdministrator role that GetAIUsage requires. {text}"
+    if "HTTP 401" in text or "login was refused" in text:
+        return f"Evo Voice refused the username or password. {text}"
+    if "HTTP 404" in text or "not JSON" in text:
+        return f"no GetAIUsage service at {url}: check api_url. {text}"
+    if "ConnectionError" in text or "Timeout" in text:
+        return f"could not reach {url}: check api_url and the network. {text}"
+    return text
+
+
+if __name__ == "__main__":
+    TapEvoVoice.cli()

@@ -1,0 +1,244 @@
+"""tap-evovoice: every AI-minutes figure equals the sandbox's truth, by day and by month."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+
+import pytest
+
+from billing_sandbox.evovoice import DailyUsage
+from billing_sandbox.faults import FaultRule
+from tests.support import (
+    EVO_END,
+    EVO_START,
+    evo_config,
+    run_tap,
+    run_tap_killed_after_states,
+    tap_command,
+)
+
+MODULE = "tap_evovoice"
+
+
+def evo_run(config, state=None, *extra):
+    return run_tap(config, state, *extra, module=MODULE)
+
+
+def by_stream(run, name):
+    return [m["record"] for m in run.messages if m["type"] == "RECORD" and m["stream"] == name]
+
+
+def expected_periods(granularity, start=EVO_START, end=EVO_END):
+    """(first, last) day of each period inside [start, end)."""
+    periods, cursor = [], start
+    while cursor < end:
+        if granularity == "month":
+            following = (cursor.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        else:
+            following = cursor + dt.timedelta(days=1)
+        periods.append((cursor, min(following, end) - dt.timedelta(days=1)))
+        cursor = following
+    return periods
+
+
+def assert_figures_exact(run, server, granularity, *, accounts=None, customers=None):
+    assert run.returncode == 0, run.stderr[-3000:]
+    api = server.api
+    want_accounts, want_customers = {}, {}
+    for first, last in expected_periods(granularity):
+        by_account, by_customer = api.totals(first, last)
+        for account, minutes in by_account.items():
+            if accounts is None or account in accounts:
+                want_accounts[(account, first.isoformat())] = (minutes, last.isoformat())
+        for (account, customer), minutes in by_customer.items():
+            if (accounts is None or account in accounts) and (
+                customers is None or customer in customers
+            ):
+                want_customers[(account, customer, first.isoformat())] = (minutes, last.isoformat())
+    got_accounts = {
+        (r["accountId"], r["startDate"]): (r["aiMinutes"], r["endDate"])
+        for r in by_stream(run, "ai_account_usage")
+    }
+    got_customers = {
+        (r["accountId"], r["customerId"], r["startDate"]): (r["aiMinutes"], r["endDate"])
+        for r in by_stream(run, "ai_customer_usage")
+    }
+    assert got_accounts == want_accounts
+    assert got_customers == want_customers
+    assert len(by_stream(run, "ai_account_usage")) == len(got_accounts), (
+        "a figure was emitted twice"
+    )
+    assert server.concurrency_violations == 0
+
+
+@pytest.mark.parametrize("granularity", ["day", "month"])
+@pytest.mark.parametrize("method", ["basic", "credentials"])
+def test_figures_equal_truth_by_day_and_by_month(evo, granularity, method):
+    server = evo()
+    run = evo_run(evo_config(server, granularity=granularity, auth_method=method))
+    assert_figures_exact(run, server, granularity)
+    periods = len(expected_periods(granularity))
+    assert server.requests == periods, "one request per period serves both streams"
+
+
+def test_partial_first_and_last_months_carry_their_true_days(evo):
+    server = evo()
+    run = evo_run(evo_config(server, granularity="month"))
+    months = sorted({(r["startDate"], r["endDate"]) for r in by_stream(run, "ai_account_usage")})
+    assert months == [
+        ("2024-01-15", "2024-01-31"),
+        ("2024-02-01", "2024-02-29"),
+        ("2024-03-01", "2024-03-31"),
+        ("2024-04-01", "2024-04-09"),
+    ]
+
+
+def test_exclusive_end_date_mode(evo):
+    server = evo(end_inclusive=False)
+    run = evo_run(evo_config(server, granularity="month", end_date_inclusive=False))
+    assert_figures_exact(run, server, "month")
+
+
+def test_account_partitions_and_customer_filter(evo):
+    server = evo()
+    accounts, customers = (
+        ["acct-alpha", "acct-charlie"],
+        ["acct-alpha-cust-02", "acct-charlie-cust-01"],
+    )
+    run = evo_run(
+        evo_config(server, account_ids=accounts, customer_ids=customers, granularity="month")
+    )
+    assert_figures_exact(run, server, "month", accounts=set(accounts), customers=set(customers))
+    assert server.requests == 2 * len(expected_periods("month"))
+
+
+def test_only_one_stream_selected_still_reads_it_alone(evo, tmp_path):
+    server = evo()
+    config = evo_config(server, granularity="month")
+    catalog = json.loads(
+        subprocess.run(
+            [*tap_command(MODULE, config, None, tmp_path), "--discover"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] == "ai_customer_usage"
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    run = evo_run(config, None, "--catalog", str(path))
+    assert run.returncode == 0
+    assert by_stream(run, "ai_account_usage") == []
+    assert len(by_stream(run, "ai_customer_usage")) > 0
+    assert server.requests == len(expected_periods("month"))
+
+
+def test_session_expiring_mid_run_logs_in_again(evo):
+    server = evo(session_requests=10)
+    run = evo_run(evo_config(server, auth_method="credentials"))
+    assert_figures_exact(run, server, "day")
+    assert server.api.logins >= 8
+    for session in list(server.api._sessions):
+        assert session not in run.stdout + run.stderr
+
+
+def test_wrong_password_fails_clearly(evo):
+    server = evo()
+    for method in ("basic", "credentials"):
+        run = evo_run(evo_config(server, auth_method=method, password="not-the-password"))
+        assert run.returncode != 0
+        assert "HTTP 401" in run.stderr
+        assert "not-the-password" not in run.stderr
+
+
+def test_missing_role_is_explained(evo):
+    server = evo()
+    config = evo_config(server, username="sandbox-viewer", password="viewer-password-1")
+    run = evo_run(config)
+    assert run.returncode != 0
+    assert "SystemAdministrator" in run.stderr
+    probe = evo_run(config, None, "--test")
+    assert probe.returncode == 1
+    assert "lacks the SystemAdministrator role" in probe.stderr
+
+
+@pytest.mark.parametrize(
+    "kind", ["429", "429-date", "500", "502", "503", "stall", "drop", "truncate"]
+)
+def test_retriable_faults_are_survived_exactly(evo, kind):
+    server = evo(faults=[FaultRule(kind, at=(1, 7, 20))], stall_seconds=5)
+    run = evo_run(evo_config(server, read_timeout_seconds=0.5))
+    assert_figures_exact(run, server, "day")
+
+
+def test_rerun_refreshes_late_figures_under_the_same_key(evo):
+    server = evo()
+    first = evo_run(evo_config(server))
+    late_day = EVO_END - dt.timedelta(days=2)
+    server.api.add_rows([DailyUsage(late_day, "acct-alpha", "acct-alpha-cust-01", 77)])
+    second = evo_run(evo_config(server), first.last_state)
+    refreshed = {
+        (r["accountId"], r["startDate"]): r["aiMinutes"]
+        for r in by_stream(second, "ai_account_usage")
+    }
+    before = {
+        (r["accountId"], r["startDate"]): r["aiMinutes"]
+        for r in by_stream(first, "ai_account_usage")
+    }
+    key = ("acct-alpha", late_day.isoformat())
+    assert refreshed[key] == before[key] + 77
+    assert min(start for _, start in refreshed) >= (EVO_END - dt.timedelta(days=3)).isoformat()
+
+
+@pytest.mark.parametrize("states_before_kill", [2, 9, 30])
+def test_sigkill_then_resume_loses_no_period(evo, states_before_kill):
+    server = evo()
+    config = evo_config(server)
+    killed = run_tap_killed_after_states(config, None, states_before_kill, module=MODULE)
+    resumed = evo_run(config, killed.last_state)
+    assert resumed.returncode == 0
+    union = {
+        (r["accountId"], r["startDate"])
+        for r in by_stream(killed, "ai_account_usage") + by_stream(resumed, "ai_account_usage")
+    }
+    truth = {
+        (account, first.isoformat())
+        for first, last in expected_periods("day")
+        for account in server.api.totals(first, last)[0]
+    }
+    assert union == truth
+
+
+def test_current_unfinished_period_is_included(evo):
+    server = evo()
+    today = dt.datetime.now(dt.timezone.utc).date()
+    server.api.add_rows([DailyUsage(today, "acct-alpha", "acct-alpha-cust-01", 5)])
+    run = evo_run(
+        evo_config(server, start_date=(today - dt.timedelta(days=2)).isoformat(), end_date=None)
+    )
+    assert run.returncode == 0
+    todays = [r for r in by_stream(run, "ai_account_usage") if r["startDate"] == today.isoformat()]
+    assert todays and todays[0]["endDate"] == today.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "setting"),
+    [
+        ({"granularity": "week"}, "granularity"),
+        ({"auth_method": "token"}, "auth_method"),
+        ({"start_date": "2024-01-15T10:00:00Z"}, "start_date"),
+        ({"password": None}, "password"),
+    ],
+)
+def test_bad_config_is_refused_before_any_request(evo, overrides, setting):
+    server = evo()
+    run = evo_run(evo_config(server, **overrides))
+    assert run.returncode != 0
+    assert setting in run.stderr
+    assert "Traceback" not in run.stderr
+    assert server.requests == 0
