@@ -22,6 +22,32 @@ class ConnectionCheckError(Exception):
     """The connection test failed; the message says what to fix."""
 
 
+def explain_connection_failure(
+    error: Exception,
+    url: str,
+    *,
+    refused: str,
+    missing: str,
+    hints: t.Sequence[tuple[str, str]] = (),
+) -> str:
+    """Say in plain words what a failed connection test means, then quote the error.
+
+    ``hints`` are (text found in the error, explanation) pairs checked first; then ``refused`` for
+    401/403, ``missing`` for 404/405 and a network hint for connection failures and timeouts.
+    """
+    text = str(error)
+    for marker, explanation in hints:
+        if marker in text:
+            return f"{explanation}. {text}"
+    if "HTTP 401" in text or "HTTP 403" in text:
+        return f"{refused}. {text}"
+    if "HTTP 404" in text or "HTTP 405" in text or "not JSON" in text:
+        return f"{missing}. {text}"
+    if "ConnectionError" in text or "Timeout" in text:
+        return f"could not reach {url}: check api_url and the network. {text}"
+    return text or type(error).__name__
+
+
 class BillingTap(Tap):
     """A Singer tap whose secrets never reach any output and whose bad config fails up front."""
 

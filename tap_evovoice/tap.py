@@ -7,7 +7,7 @@ import datetime as dt
 from singer_sdk import typing as th
 
 from billing_toolkit import settings as common
-from billing_toolkit.tap import BillingTap, ConnectionCheckError
+from billing_toolkit.tap import BillingTap, ConnectionCheckError, explain_connection_failure
 from billing_toolkit.timestamps import parse_timestamp
 from billing_toolkit.windows import DateWindow
 from tap_evovoice.auth import EvoAuth
@@ -135,21 +135,22 @@ class TapEvoVoice(BillingTap):
         try:
             stream.probe(partition, window)
         except Exception as exc:
-            raise ConnectionCheckError(_explain(exc, stream.url_base)) from exc
+            url = stream.url_base
+            raise ConnectionCheckError(
+                explain_connection_failure(
+                    exc,
+                    url,
+                    hints=[
+                        (
+                            "SystemAdministrator",
+                            "the user lacks the SystemAdministrator role that GetAIUsage requires",
+                        )
+                    ],
+                    refused="Evo Voice refused the username or password",
+                    missing=f"no GetAIUsage service at {url}: check api_url",
+                )
+            ) from exc
         return f"GET {stream.url_base}/ai/usage accepted the credentials and answered usage figures"
-
-
-def _explain(exc: Exception, url: str) -> str:
-    text = str(exc)
-    if "SystemAdministrator" in text:
-        return f"the user lacks the SystemAdministrator role that GetAIUsage requires. {text}"
-    if "HTTP 401" in text or "login was refused" in text:
-        return f"Evo Voice refused the username or password. {text}"
-    if "HTTP 404" in text or "not JSON" in text:
-        return f"no GetAIUsage service at {url}: check api_url. {text}"
-    if "ConnectionError" in text or "Timeout" in text:
-        return f"could not reach {url}: check api_url and the network. {text}"
-    return text
 
 
 if __name__ == "__main__":

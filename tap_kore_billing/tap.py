@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from singer_sdk import typing as th
 
 from billing_toolkit import settings as common
-from billing_toolkit.tap import BillingTap, ConnectionCheckError
+from billing_toolkit.tap import BillingTap, ConnectionCheckError, explain_connection_failure
 from billing_toolkit.windows import DateWindow
 from tap_kore_billing.streams import MAX_WINDOW_DAYS, BillingSessionsStream
 
@@ -148,24 +148,21 @@ class TapKoreBilling(BillingTap):
         try:
             stream.probe(partition, window)
         except Exception as exc:
-            raise ConnectionCheckError(_explain(exc, stream.get_url(partition))) from exc
+            url = stream.get_url(partition)
+            raise ConnectionCheckError(
+                explain_connection_failure(
+                    exc,
+                    url,
+                    refused=(
+                        "Kore.ai refused the request: either the credentials are wrong (client_id, "
+                        "client_secret or jwt), or the app lacks the Billing Sessions API scope (Bot "
+                        "Builder scope for bot_ids, Admin scope under Bot Analytics otherwise) or the "
+                        "bot was not published with it"
+                    ),
+                    missing=f"no Billing Sessions API at {url}: check api_url, bot_ids or admin_path",
+                )
+            ) from exc
         return f"POST {stream.get_url(partition)} accepted the credentials and answered a page"
-
-
-def _explain(exc: Exception, url: str) -> str:
-    text = str(exc)
-    if "HTTP 401" in text or "HTTP 403" in text:
-        return (
-            "Kore.ai refused the request: either the credentials are wrong (client_id, "
-            "client_secret or jwt), or the app lacks the Billing Sessions API scope (Bot Builder "
-            "scope for bot_ids, Admin scope under Bot Analytics otherwise) or the bot was not "
-            f"published with it. {text}"
-        )
-    if "HTTP 404" in text:
-        return f"no Billing Sessions API at {url}: check api_url, bot_ids or admin_path. {text}"
-    if "ConnectionError" in text or "Timeout" in text:
-        return f"could not reach {url}: check api_url and the network. {text}"
-    return text
 
 
 if __name__ == "__main__":

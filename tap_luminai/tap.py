@@ -7,7 +7,7 @@ import datetime as dt
 from singer_sdk import typing as th
 
 from billing_toolkit import settings as common
-from billing_toolkit.tap import BillingTap, ConnectionCheckError
+from billing_toolkit.tap import BillingTap, ConnectionCheckError, explain_connection_failure
 from billing_toolkit.windows import DateWindow
 from tap_luminai.streams import BillingEventsStream
 
@@ -84,19 +84,16 @@ class TapLuminai(BillingTap):
         try:
             stream.probe(partition, window, keys)
         except Exception as exc:
-            raise ConnectionCheckError(_explain(exc, str(self.config["api_url"]))) from exc
+            url = str(self.config["api_url"])
+            raise ConnectionCheckError(
+                explain_connection_failure(
+                    exc,
+                    url,
+                    refused="the API refused the token: check the `token` setting",
+                    missing=f"no Billing API at {url}: check the `api_url` setting",
+                )
+            ) from exc
         return f"POST {self.config['api_url']} accepted the token and answered a billing page"
-
-
-def _explain(exc: Exception, url: str) -> str:
-    text = str(exc)
-    if "HTTP 401" in text or "HTTP 403" in text:
-        return f"the API refused the token: check the `token` setting. {text}"
-    if "HTTP 404" in text or "HTTP 405" in text:
-        return f"no Billing API at {url}: check the `api_url` setting. {text}"
-    if "ConnectionError" in text or "Timeout" in text:
-        return f"could not reach {url}: check `api_url` and the network. {text}"
-    return text
 
 
 if __name__ == "__main__":
