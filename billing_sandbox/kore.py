@@ -131,6 +131,8 @@ class KoreSettings:
     page_cap: int = 100
     default_limit: int = 50
     legacy_cap: int = 100
+    #: Whether the older mode says how many sessions matched (``total``).
+    legacy_total: bool = True
     #: Rolling limits per bot (or per account on the Admin path): (requests, seconds) pairs.
     rate_limits: list[tuple[int, float]] = field(
         default_factory=lambda: [(60, 60.0), (1800, 3600.0)]
@@ -272,10 +274,12 @@ class KoreAPI:
         matching.reverse()  # newest first
         total = len(matching)
         if not self.settings.paging:
-            return {
-                "total": total,
-                "sessions": [self._render(s) for s in matching[: self.settings.legacy_cap]],
+            answer: dict = {
+                "sessions": [self._render(s) for s in matching[: self.settings.legacy_cap]]
             }
+            if self.settings.legacy_total:
+                answer["total"] = total
+            return answer
         skip = int(body.get("skip") or 0)
         limit = min(int(body.get("limit") or self.settings.default_limit), self.settings.page_cap)
         page = matching[skip : skip + limit]

@@ -257,6 +257,18 @@ def validate_secret(config: t.Mapping[str, t.Any], key: str) -> list[str]:
     return []
 
 
+def validate_text(config: t.Mapping[str, t.Any], key: str, *, required: bool = False) -> list[str]:
+    """A plain text setting, when given (or when required), must be a non-blank string."""
+    value = config.get(key)
+    if value is None:
+        return [f"{key} is required"] if required else []
+    if not isinstance(value, str) or not value.strip():
+        return [f"{key} must be a non-blank string, got {value!r}"]
+    if value != value.strip():
+        return [f"{key} has leading or trailing white space; remove it"]
+    return []
+
+
 def validate_string_list(config: t.Mapping[str, t.Any], key: str, *, forbid: str = "") -> list[str]:
     """A list setting must hold non-empty strings without the given characters."""
     value = config.get(key)

@@ -162,6 +162,10 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     min_window: t.ClassVar[dt.timedelta] = dt.timedelta(minutes=1)
     #: The window being read (for parsers that need it, e.g. to resolve ambiguous local times).
     current_window: DateWindow | None = None
+    #: Emit each primary key once per window (for offset-paged APIs whose pages can shift).
+    dedupe_within_window: t.ClassVar[bool] = False
+    #: How many times a window whose content moved while it was read is read again.
+    window_rereads: t.ClassVar[int] = 0
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -300,18 +304,54 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                 window.end_text,
             )
 
+    def start_window(self, context: Context | None, window: DateWindow) -> None:
+        """Called before each pass over a window's pages (override to reset per-window state)."""
+        self.current_window = window
+
+    def window_changed_while_read(self) -> bool:
+        """Whether the window's content moved during the last pass (then it is read again)."""
+        return False
+
     def _window_records(
         self, context: Context | None, query: WindowQuery
     ) -> t.Iterator[dict[str, t.Any]]:
-        """The records of one window: every page of it, keeping only items inside it."""
-        self.current_window = query.window
+        """The records of one window: every page of it, keeping only items inside it.
+
+        With ``dedupe_within_window``, a key met twice in the window is emitted once (offset paging
+        repeats items when the data moves); a window whose content moved is read again up to
+        ``window_rereads`` times, so that items shifted past a page boundary are not missed.
+        """
         low, high = query.window.start_text, query.window.end_text
-        outside = 0
-        for record in self.request_records(query.as_context(context)):
-            if self.record_in_window(record, low, high):
+        seen: set[tuple[t.Any, ...]] | None = set() if self.dedupe_within_window else None
+        outside = repeated = 0
+        for attempt in range(1 + self.window_rereads):
+            self.start_window(context, query.window)
+            for record in self.request_records(query.as_context(context)):
+                if not self.record_in_window(record, low, high):
+                    outside += 1
+                    continue
+                if seen is not None:
+                    key = tuple(record.get(k) for k in self.primary_keys or ())
+                    if key in seen:
+                        repeated += 1
+                        continue
+                    seen.add(key)
                 yield record
-            else:
-                outside += 1
+            if not self.window_changed_while_read():
+                break
+            self.logger.warning(
+                "%s: window %s changed while it was read (pass %d); reading it again",
+                self.name,
+                query.window,
+                attempt + 1,
+            )
+        if repeated:
+            self.logger.info(
+                "%s: %d repeated item(s) of window %s emitted once",
+                self.name,
+                repeated,
+                query.window,
+            )
         if outside:
             self.logger.warning(
                 "%s: %d item(s) of window %s fell outside it and were left to the window "
@@ -325,7 +365,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         self, context: Context | None, window: DateWindow, keys: tuple[str, ...] = ()
     ) -> None:
         """Read the first page of one window and no more: a cheap connection test."""
-        self.current_window = window
+        self.start_window(context, window)
         next(iter(self.request_records(WindowQuery(window, keys).as_context(context))), None)
 
     def _split(self, window: DateWindow, signal: WindowTooLarge) -> list[DateWindow]:

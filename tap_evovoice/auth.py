@@ -6,12 +6,13 @@ import base64
 import threading
 
 import requests
+from singer_sdk.exceptions import FatalAPIError
 
 from billing_toolkit.http import Timeouts, describe_response_failure
 from billing_toolkit.secrets import register_secret
 
 
-class LoginError(Exception):
+class LoginError(FatalAPIError):
     """The credentials login failed; the message names the response."""
 
 

@@ -105,6 +105,7 @@ class TapEvoVoice(BillingTap):
         config = self.config
         errors = [
             *common.validate_api_url(config),
+            *common.validate_text(config, "username", required=True),
             *common.validate_secret(config, "password"),
             *common.validate_string_list(config, "account_ids"),
             *common.validate_string_list(config, "customer_ids"),

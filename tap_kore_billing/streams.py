@@ -21,6 +21,7 @@ from billing_toolkit.stream import (
     WindowTooLarge,
 )
 from billing_toolkit.timestamps import format_timestamp
+from billing_toolkit.windows import DateWindow
 from tap_kore_billing.auth import KoreJWTAuth
 from tap_kore_billing.localtime import resolve_not_after, resolve_not_before, resolve_start
 
@@ -75,6 +76,10 @@ class BillingSessionsStream(WindowedRESTStream):
     replication_key = "billingSessionStartDateTime"
     window_field = "billingSessionStartDateTime"
     http_method = "POST"
+    #: skip/limit over a newest-first list: a session arriving mid-paging shifts later pages, so
+    #: keys are emitted once per window and a window whose total moved is read again.
+    dedupe_within_window = True
+    window_rereads = 2
     path = "getBillingSessionsDetails"  # for metrics; get_url builds the scope's full route
     min_window = dt.timedelta(minutes=1)
 
@@ -217,24 +222,38 @@ class BillingSessionsStream(WindowedRESTStream):
                 describe_response_failure(response, "'sessions' is not a list")
             )
         total = body.get("total")
-        if "moreAvailable" not in body and isinstance(total, int) and len(sessions) < total:
+        if isinstance(total, int):
+            self._totals.add(total)
+        if "moreAvailable" not in body:
             # The older API does not page: it answers at most N sessions and says how many matched.
-            raise WindowTooLarge(
-                f"the API returned {len(sessions)} of {total} sessions and does not page"
-            )
+            if isinstance(total, int) and len(sessions) < total:
+                raise WindowTooLarge(
+                    f"the API returned {len(sessions)} of {total} sessions and does not page"
+                )
+            if total is None and len(sessions) >= int(self.config.get("page_size", 100)):
+                raise WindowTooLarge(
+                    f"a full page of {len(sessions)} sessions with no total and no paging"
+                )
 
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
         window = self.current_window
         assert window is not None  # pages are only read inside a window
-        if self._order_window != window:
-            # The API lists newest first: each billing start is at most the one listed before it.
-            self._order_window, self._order_anchor = window, window.end
         for item in self.decoded_body(response).get("sessions") or []:
             record = self._session(item, response, window)
             yield record
 
-    _order_window: t.Any = None
     _order_anchor: dt.datetime = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    _totals: set[int] = set()  # noqa: RUF012 - replaced per window in start_window
+
+    def start_window(self, context: Context | None, window: DateWindow) -> None:
+        super().start_window(context, window)
+        # The API lists newest first: each billing start is at most the one listed before it,
+        # within one partition's pass over one window.
+        self._order_anchor = window.end
+        self._totals = set()
+
+    def window_changed_while_read(self) -> bool:
+        return len(self._totals) > 1
 
     def _session(self, item: t.Any, response: requests.Response, window: t.Any) -> dict[str, t.Any]:
         if not isinstance(item, dict) or not item.get("billingSessionId"):

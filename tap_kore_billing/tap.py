@@ -106,6 +106,7 @@ class TapKoreBilling(BillingTap):
         config = self.config
         errors = [
             *common.validate_api_url(config),
+            *common.validate_text(config, "client_id"),
             *common.validate_secret(config, "client_secret"),
             *common.validate_secret(config, "jwt"),
             *common.validate_string_list(config, "bot_ids", forbid="/ "),

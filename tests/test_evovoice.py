@@ -233,6 +233,8 @@ def test_current_unfinished_period_is_included(evo):
         ({"auth_method": "token"}, "auth_method"),
         ({"start_date": "2024-01-15T10:00:00Z"}, "start_date"),
         ({"password": None}, "password"),
+        ({"username": ""}, "username"),
+        ({"username": "", "auth_method": "credentials"}, "username"),
     ],
 )
 def test_bad_config_is_refused_before_any_request(evo, overrides, setting):

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from billing_sandbox.faults import FaultRule
-from billing_sandbox.kore import generate_sessions, mint_jwt
+from billing_sandbox.kore import KoreSession, generate_sessions, mint_jwt
 from tests.support import (
     KORE_BOTS,
     KORE_CLIENT_ID,
@@ -203,6 +203,7 @@ def test_a_ready_jwt_works_and_is_never_printed(kore):
         ({"window_size_days": 120}, "window_size_days"),
         ({"admin_path": "api/no-slash"}, "admin_path"),
         ({"max_requests_per_minute": 100}, "max_requests_per_minute"),
+        ({"client_id": "   "}, "client_id"),
     ],
 )
 def test_bad_config_is_refused_before_any_request(kore, overrides, setting):
@@ -261,3 +262,76 @@ def test_sigkill_then_resume_loses_nothing(kore, states_before_kill):
         s.billingSessionId
         for s in server.api.truth(bots=set(KORE_BOTS), start=KORE_START, end=KORE_END)
     }
+
+
+def test_a_session_arriving_while_a_window_is_paged_is_read_once_and_not_missed(kore):
+    start, end = dt.datetime(2024, 11, 1, tzinfo=UTC), dt.datetime(2024, 11, 8, tzinfo=UTC)
+    server = kore(start=start, end=end - dt.timedelta(hours=1), conversations=120)
+    api = server.api
+    real = api.handle
+    late = end - dt.timedelta(minutes=1)
+    arrival = KoreSession(
+        KORE_BOTS[0],
+        "IVR",
+        "u-late",
+        "c-late",
+        "Conversations",
+        "conv-late",
+        late,
+        late,
+        "late-session-000000000001",
+        late,
+        late,
+    )
+
+    def handle(request):
+        response = real(request)
+        if len(server.api_log()) == 1:  # it finishes while the tap pages: newest first, on top
+            api.add_sessions([arrival])
+        return response
+
+    api.handle = handle
+    run = kore_run(
+        kore_config(
+            server, bot_ids=[KORE_BOTS[0]], start_date=start.isoformat(), end_date=end.isoformat()
+        )
+    )
+    assert_exact(run, server, bots={KORE_BOTS[0]}, start=start, end=end)
+    assert "changed while it was read" in run.stderr
+
+
+def test_each_partition_resolves_the_repeated_hour_on_its_own(kore):
+    # One window per bot covers 3 Nov: the newest-first anchor must not carry over between bots.
+    start, end = dt.datetime(2024, 10, 20, tzinfo=UTC), dt.datetime(2024, 11, 20, tzinfo=UTC)
+    server = kore(timezone="America/New_York", start=start, end=end, conversations=0)
+    for number, bot in enumerate(KORE_BOTS):
+        for minute in (10, 30, 50):
+            for hour in (5, 6):  # 01:xx EDT and 01:xx EST
+                moment = dt.datetime(2024, 11, 3, hour, minute, tzinfo=UTC)
+                server.api.add_sessions(
+                    [
+                        KoreSession(
+                            bot,
+                            "IVR",
+                            "u",
+                            "c",
+                            "Conversations",
+                            f"c{number}{hour}{minute}",
+                            moment,
+                            moment + dt.timedelta(minutes=5),
+                            f"s{number}{hour}{minute:02d}0000000000000",
+                            moment,
+                            moment + dt.timedelta(minutes=5),
+                        )
+                    ]
+                )
+    run = kore_run(kore_config(server, start_date=start.isoformat(), end_date=end.isoformat()))
+    assert_exact(run, server, start=start, end=end)
+
+
+def test_without_paging_or_total_a_full_page_is_split_not_trusted(kore):
+    # Nothing says how many sessions matched: a page holding page_size sessions may be cut short.
+    server = kore(paging=False, legacy_cap=40, legacy_total=False)
+    run = kore_run(kore_config(server, page_size=40))
+    assert_exact(run, server)
+    assert "no total and no paging" in run.stderr
