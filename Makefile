@@ -4,7 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck pytest test clean readme
+MELTANO_VENV ?= .venv-meltano
+MELTANO := $(MELTANO_VENV)/bin/meltano
+export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
+export MELTANO_CLI_DISABLE_VERSION_CHECK := true
+
+.PHONY: install meltano lint typecheck pytest test demo clean readme meltano-yml
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +18,15 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# Meltano in its own virtualenv; it installs the taps (pip_url: -e .) and targets with uv.
+$(MELTANO_VENV)/.installed: meltano.yml pyproject.toml
+	$(PYTHON) -m venv $(MELTANO_VENV)
+	$(MELTANO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'meltano==4.4.1' uv
+	$(MELTANO) install
+	touch $@
+
+meltano: $(MELTANO_VENV)/.installed
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -20,13 +34,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install meltano
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
+demo: install meltano
+	bash scripts/demo.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(MELTANO_VENV) .meltano output .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 readme: install
 	$(BIN)/python -m tests.readme_tables --write
+
+meltano-yml: install
+	$(BIN)/python -m tests.meltano_settings --write

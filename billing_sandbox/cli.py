@@ -20,6 +20,7 @@ import typing as t
 from billing_sandbox.evovoice import EvoAPI, EvoSettings, generate_usage
 from billing_sandbox.faults import FAULT_KINDS, FaultPlan, FaultRule
 from billing_sandbox.kore import KoreAPI, KoreSettings, generate_sessions
+from billing_sandbox.live import live_events, live_sessions, live_usage
 from billing_sandbox.luminai import LuminAPI, LuminSettings, generate_events
 from billing_sandbox.server import SandboxAPI, SandboxServer
 
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"KIND[@N[,N]][xREPEAT][~RATE]; kinds: {', '.join(FAULT_KINDS)}",
     )
     lumin.add_argument("--fault-seed", type=int, default=0)
+    lumin.add_argument(
+        "--live-days", type=int, default=0, help="live data: the last N days up to now, growing"
+    )
     kore = sub.add_parser("kore", help="the Kore.ai Billing Sessions API")
     kore.add_argument("--port", type=int, default=0)
     kore.add_argument("--seed", type=int, default=1)
@@ -59,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     kore.add_argument("--end", type=_date, default=_date("2024-07-01"))
     kore.add_argument("--timezone", default="UTC", help="zone the timestamps are rendered in")
     kore.add_argument("--no-paging", action="store_true", help="play the older API without paging")
+    kore.add_argument("--page-cap", type=int, default=100, help="largest limit the API honours")
     kore.add_argument("--fault", action="append", default=[], metavar="RULE")
     kore.add_argument("--fault-seed", type=int, default=0)
+    kore.add_argument(
+        "--live-days", type=int, default=0, help="live data: the last N days up to now, growing"
+    )
     evo = sub.add_parser("evovoice", help="Evo Voice GetAIUsage")
     evo.add_argument("--port", type=int, default=0)
     evo.add_argument("--seed", type=int, default=1)
@@ -69,22 +77,45 @@ def build_parser() -> argparse.ArgumentParser:
     evo.add_argument("--exclusive-end", action="store_true", help="endDate is exclusive")
     evo.add_argument("--fault", action="append", default=[], metavar="RULE")
     evo.add_argument("--fault-seed", type=int, default=0)
+    evo.add_argument(
+        "--live-days", type=int, default=0, help="live data: the last N days up to now, growing"
+    )
     return parser
 
 
 def _api(args: argparse.Namespace) -> tuple[SandboxAPI, str, dict[str, str]]:
+    now = dt.datetime.now(dt.timezone.utc)
     if args.api == "evovoice":
-        rows = generate_usage(seed=args.seed, start=args.start.date(), end=args.end.date())
+        rows = (
+            live_usage(seed=args.seed, days=args.live_days, now=now)
+            if args.live_days
+            else generate_usage(seed=args.seed, start=args.start.date(), end=args.end.date())
+        )
         evo = EvoSettings(end_inclusive=not args.exclusive_end)
         return EvoAPI(rows, evo), "", {"username": evo.username, "password": evo.password}
     if args.api == "kore":
-        sessions = generate_sessions(
-            seed=args.seed, conversations=args.conversations, start=args.start, end=args.end
+        sessions = (
+            live_sessions(
+                seed=args.seed,
+                days=args.live_days,
+                per_day=max(1, args.conversations // 30),
+                now=now,
+            )
+            if args.live_days
+            else generate_sessions(
+                seed=args.seed, conversations=args.conversations, start=args.start, end=args.end
+            )
         )
-        kore = KoreSettings(timezone=args.timezone, paging=not args.no_paging)
+        kore = KoreSettings(
+            timezone=args.timezone, paging=not args.no_paging, page_cap=args.page_cap
+        )
         credentials = {"client_id": kore.client_id, "client_secret": kore.client_secret}
         return KoreAPI(sessions, kore), "", credentials
-    events = generate_events(seed=args.seed, count=args.events, start=args.start, end=args.end)
+    events = (
+        live_events(seed=args.seed, days=args.live_days, per_day=max(1, args.events // 30), now=now)
+        if args.live_days
+        else generate_events(seed=args.seed, count=args.events, start=args.start, end=args.end)
+    )
     settings = LuminSettings(token=args.token, page_size=args.page_size, naming=args.naming)
     return LuminAPI(events, settings), settings.path, {"token": settings.token}
 
