@@ -18,6 +18,7 @@ import pytest
 
 from billing_sandbox.evovoice import DailyUsage
 from billing_sandbox.luminai import generate_events
+from tests import postgres_server
 from tests.support import (
     END,
     EVO_END,
@@ -238,3 +239,78 @@ def test_meltano_config_test_passes_and_fails_clearly(project, tap):
     assert bad.returncode != 0
     assert "wrong-credential-value" not in bad.stdout + bad.stderr
     assert_no_secrets(good.stdout, good.stderr, bad.stdout, bad.stderr)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    reason = postgres_server.unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = postgres_server.start()
+    yield server
+    server.stop()
+
+
+def _with_postgres(env: dict[str, str], server, schema: str) -> dict[str, str]:
+    env = dict(env)
+    env.update(
+        PG_HOST="127.0.0.1",
+        PG_PORT=str(server.port),
+        PG_USER="postgres",
+        PG_PASSWORD="unused-trust-auth",
+        PG_DATABASE="billing",
+        TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA=schema,
+    )
+    return env
+
+
+def test_meltano_run_into_postgres_lands_every_record_once(project, postgres):
+    servers, env, _tmp = project
+    env = _with_postgres(env, postgres, "e2e_all")
+    result = meltano_run(
+        env,
+        "tap-luminai",
+        "target-postgres",
+        "tap-kore-billing",
+        "target-postgres",
+        "tap-evovoice",
+        "target-postgres",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = postgres.psql("select id from e2e_all.billing_events")
+    truth = {
+        e.id
+        for e in servers["lumin"].api.truth(
+            types={"billing.scheduled", "billing.rescheduled"}, start=START, end=END
+        )
+    }
+    assert len(events) == len(truth)
+    assert set(events) == truth
+    sessions = postgres.psql('select "billingSessionId" from e2e_all.billing_sessions')
+    kore_truth = {
+        s.billingSessionId
+        for s in servers["kore"].api.truth(bots=set(KORE_BOTS), start=KORE_START, end=KORE_END)
+    }
+    assert sorted(sessions) == sorted(kore_truth)
+    minutes = postgres.psql('select sum("aiMinutes") from e2e_all.ai_account_usage')
+    assert int(minutes[0]) == sum(
+        servers["evo"].api.totals(EVO_START, EVO_END - dt.timedelta(days=1))[0].values()
+    )
+
+
+def test_second_run_into_postgres_lands_exactly_the_new_rows(project, postgres):
+    servers, env, _tmp = project
+    env = _with_postgres(env, postgres, "e2e_incremental")
+    assert meltano_run(env, "tap-luminai", "target-postgres").returncode == 0
+    before = set(postgres.psql("select id from e2e_incremental.billing_events"))
+    fresh = generate_events(seed=405, count=40, start=END - dt.timedelta(minutes=20), end=END)
+    servers["lumin"].api.add_events(fresh)
+    assert meltano_run(env, "tap-luminai", "target-postgres").returncode == 0
+    after = postgres.psql("select id from e2e_incremental.billing_events")
+    assert len(after) == len(set(after))
+    assert set(after) - before == {
+        e.id for e in fresh if e.type in {"billing.scheduled", "billing.rescheduled"}
+    }
