@@ -9,7 +9,7 @@ MELTANO := $(MELTANO_VENV)/bin/meltano
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export MELTANO_CLI_DISABLE_VERSION_CHECK := true
 
-.PHONY: install meltano lint typecheck pytest test demo clean readme meltano-yml
+.PHONY: install meltano airflow lint typecheck pytest test demo clean readme meltano-yml
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ $(MELTANO_VENV)/.installed: meltano.yml pyproject.toml
 
 meltano: $(MELTANO_VENV)/.installed
 
+# Airflow 3 in its own virtualenv, only to test the DAG file (orchestrate/dags) with `airflow dags test`.
+AIRFLOW_VENV ?= .venv-airflow
+$(AIRFLOW_VENV)/.installed: $(MELTANO_VENV)/.installed
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(MELTANO_VENV)/bin/uv pip install --quiet --python $(AIRFLOW_VENV)/bin/python 'apache-airflow==3.3.2'
+	touch $@
+
+airflow: $(AIRFLOW_VENV)/.installed
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,7 +43,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install meltano
+pytest: install meltano airflow
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -43,7 +52,7 @@ demo: install meltano
 	bash scripts/demo.sh
 
 clean:
-	rm -rf $(VENV) $(MELTANO_VENV) .meltano output .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(MELTANO_VENV) $(AIRFLOW_VENV) .meltano output .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 readme: install
 	$(BIN)/python -m tests.readme_tables --write
