@@ -17,11 +17,8 @@ from tests.support import (
     KORE_START,
     START,
     assert_no_secrets,
-    evo_config,
-    kore_config,
-    lumin_config,
 )
-from tests.test_meltano_e2e import MELTANO, _env_for, landed
+from tests.test_meltano_e2e import MELTANO, landed, sandbox_env
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
@@ -100,17 +97,7 @@ def test_airflow_dags_test_runs_the_schedule_against_the_sandbox(
     airflow_env, tmp_path, lumin, kore, evo
 ):
     servers = {"lumin": lumin(events=400), "kore": kore(conversations=200), "evo": evo()}
-    env = dict(airflow_env)
-    env.update(
-        MELTANO_ENVIRONMENT="sandbox",
-        MELTANO_DATABASE_URI=f"sqlite:///{tmp_path / 'meltano.db'}",
-        MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
-        TARGET_DUCKDB_FILEPATH=str(tmp_path / "warehouse.duckdb"),
-        DEMO_START_DATE="2024-01-01",
-    )
-    env.update(_env_for("TAP_LUMINAI", lumin_config(servers["lumin"])))
-    env.update(_env_for("TAP_KORE_BILLING", kore_config(servers["kore"])))
-    env.update(_env_for("TAP_EVOVOICE", evo_config(servers["evo"], granularity="month")))
+    env = sandbox_env(airflow_env, servers, tmp_path)
     result = subprocess.run(
         [str(AIRFLOW_BIN / "airflow"), "dags", "test", "meltano_billing-all-daily"],
         env=env,

@@ -65,11 +65,9 @@ def _env_for(prefix: str, config: dict) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def project(tmp_path, lumin, kore, evo):
-    """Sandboxes for the three taps and an environment pointing `meltano run` at them."""
-    servers = {"lumin": lumin(events=600), "kore": kore(conversations=300), "evo": evo()}
-    env = dict(os.environ)
+def sandbox_env(base: dict[str, str], servers: dict, tmp_path: Path) -> dict[str, str]:
+    """``base`` plus what points Meltano's sandbox environment at these servers and files."""
+    env = dict(base)
     env.update(
         MELTANO_ENVIRONMENT="sandbox",
         MELTANO_DATABASE_URI=f"sqlite:///{tmp_path / 'meltano.db'}",
@@ -81,7 +79,29 @@ def project(tmp_path, lumin, kore, evo):
     env.update(_env_for("TAP_LUMINAI", lumin_config(servers["lumin"])))
     env.update(_env_for("TAP_KORE_BILLING", kore_config(servers["kore"])))
     env.update(_env_for("TAP_EVOVOICE", evo_config(servers["evo"], granularity="month")))
-    return servers, env, tmp_path
+    return env
+
+
+@pytest.fixture
+def project(tmp_path, lumin, kore, evo):
+    """Sandboxes for the three taps and an environment pointing `meltano run` at them."""
+    servers = {
+        "lumin": lumin(events=600, page_size=25),
+        "kore": kore(conversations=300),
+        "evo": evo(),
+    }
+    return servers, sandbox_env(dict(os.environ), servers, tmp_path), tmp_path
+
+
+def usage_truth(api) -> dict[tuple[str, str], int]:
+    """Minutes per (account, first day) of each month inside the Evo test range."""
+    truth, cursor = {}, EVO_START
+    while cursor < EVO_END:
+        following = min((cursor.replace(day=1) + dt.timedelta(days=32)).replace(day=1), EVO_END)
+        for account, minutes in api.totals(cursor, following - dt.timedelta(days=1))[0].items():
+            truth[(account, cursor.isoformat())] = minutes
+        cursor = following
+    return truth
 
 
 def meltano_run(env: dict[str, str], *blocks: str) -> subprocess.CompletedProcess[str]:
@@ -146,10 +166,8 @@ def test_meltano_run_lands_every_record_of_each_tap_once(project):
         tmp_path,
         "select accountid, cast(startdate as varchar), aiminutes from billing.ai_account_usage",
     )
-    assert sum(row[2] for row in minutes) == sum(
-        servers["evo"].api.totals(EVO_START, EVO_END - dt.timedelta(days=1))[0].values()
-    )
     assert len({(a, s) for a, s, _ in minutes}) == len(minutes)
+    assert {(a, s): m for a, s, m in minutes} == usage_truth(servers["evo"].api)
 
 
 def test_second_meltano_run_lands_exactly_the_new_rows(project):
@@ -184,8 +202,20 @@ def test_refreshed_usage_figure_replaces_the_old_one(project):
     assert april == [expected]
 
 
+def slow_down(server, seconds: float = 0.25) -> None:
+    """Answer each request late, so that a run lasts long enough to be killed in the middle."""
+    answer = server.api.handle
+
+    def late(request):
+        time.sleep(seconds)
+        return answer(request)
+
+    server.api.handle = late
+
+
 def test_interrupted_run_restarted_lands_everything_once(project):
     servers, env, tmp_path = project
+    slow_down(servers["lumin"])
     process = subprocess.Popen(
         [str(MELTANO), "run", "tap-luminai", "target-duckdb"],
         cwd=ROOT,
@@ -194,10 +224,13 @@ def test_interrupted_run_restarted_lands_everything_once(project):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    time.sleep(4)
+    time.sleep(5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert meltano_run(env, "tap-luminai", "target-duckdb").returncode == 0
+    requests_before_kill = servers["lumin"].requests
+    # The killed run's job stays marked as running until it is stale: a restart says --force.
+    assert meltano_run(env, "--force", "tap-luminai", "target-duckdb").returncode == 0
+    assert requests_before_kill < servers["lumin"].requests - 1, "the first run was not cut short"
     ids = [row[0] for row in landed(tmp_path, "select id from billing.billing_events")]
     truth = {
         e.id
@@ -314,3 +347,32 @@ def test_second_run_into_postgres_lands_exactly_the_new_rows(project, postgres):
     assert set(after) - before == {
         e.id for e in fresh if e.type in {"billing.scheduled", "billing.rescheduled"}
     }
+
+
+def test_interrupted_run_into_postgres_restarted_lands_everything_once(project, postgres):
+    servers, env, _tmp = project
+    env = _with_postgres(env, postgres, "e2e_interrupted")
+    slow_down(servers["lumin"])
+    process = subprocess.Popen(
+        [str(MELTANO), "run", "tap-luminai", "target-postgres"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    time.sleep(5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    requests_before_kill = servers["lumin"].requests
+    assert meltano_run(env, "--force", "tap-luminai", "target-postgres").returncode == 0
+    assert requests_before_kill < servers["lumin"].requests - 1, "the first run was not cut short"
+    ids = postgres.psql("select id from e2e_interrupted.billing_events")
+    truth = {
+        e.id
+        for e in servers["lumin"].api.truth(
+            types={"billing.scheduled", "billing.rescheduled"}, start=START, end=END
+        )
+    }
+    assert len(ids) == len(set(ids))
+    assert set(ids) == truth
