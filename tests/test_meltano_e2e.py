@@ -328,10 +328,12 @@ def test_meltano_run_into_postgres_lands_every_record_once(project, postgres):
         for s in servers["kore"].api.truth(bots=set(KORE_BOTS), start=KORE_START, end=KORE_END)
     }
     assert sorted(sessions) == sorted(kore_truth)
-    minutes = postgres.psql('select sum("aiMinutes") from e2e_all.ai_account_usage')
-    assert int(minutes[0]) == sum(
-        servers["evo"].api.totals(EVO_START, EVO_END - dt.timedelta(days=1))[0].values()
+    minutes = postgres.psql(
+        'select "accountId", "startDate"::text, "aiMinutes" from e2e_all.ai_account_usage'
     )
+    landed_minutes = {(a, d): int(m) for a, d, m in (row.split("|") for row in minutes)}
+    assert len(landed_minutes) == len(minutes)
+    assert landed_minutes == usage_truth(servers["evo"].api)
 
 
 def test_second_run_into_postgres_lands_exactly_the_new_rows(project, postgres):
