@@ -213,11 +213,11 @@ def slow_down(server, seconds: float = 0.25) -> None:
     server.api.handle = late
 
 
-def test_interrupted_run_restarted_lands_everything_once(project):
-    servers, env, tmp_path = project
-    slow_down(servers["lumin"])
+def kill_mid_run_then_restart(env: dict[str, str], server, target: str) -> None:
+    """SIGKILL `meltano run tap-luminai <target>` in the middle, then run it again to the end."""
+    slow_down(server)
     process = subprocess.Popen(
-        [str(MELTANO), "run", "tap-luminai", "target-duckdb"],
+        [str(MELTANO), "run", "tap-luminai", target],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -227,10 +227,15 @@ def test_interrupted_run_restarted_lands_everything_once(project):
     time.sleep(5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    requests_before_kill = servers["lumin"].requests
+    requests_before_kill = server.requests
     # The killed run's job stays marked as running until it is stale: a restart says --force.
-    assert meltano_run(env, "--force", "tap-luminai", "target-duckdb").returncode == 0
-    assert requests_before_kill < servers["lumin"].requests - 1, "the first run was not cut short"
+    assert meltano_run(env, "--force", "tap-luminai", target).returncode == 0
+    assert requests_before_kill < server.requests - 1, "the first run was not cut short"
+
+
+def test_interrupted_run_restarted_lands_everything_once(project):
+    servers, env, tmp_path = project
+    kill_mid_run_then_restart(env, servers["lumin"], "target-duckdb")
     ids = [row[0] for row in landed(tmp_path, "select id from billing.billing_events")]
     truth = {
         e.id
@@ -354,21 +359,7 @@ def test_second_run_into_postgres_lands_exactly_the_new_rows(project, postgres):
 def test_interrupted_run_into_postgres_restarted_lands_everything_once(project, postgres):
     servers, env, _tmp = project
     env = _with_postgres(env, postgres, "e2e_interrupted")
-    slow_down(servers["lumin"])
-    process = subprocess.Popen(
-        [str(MELTANO), "run", "tap-luminai", "target-postgres"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    time.sleep(5)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    requests_before_kill = servers["lumin"].requests
-    assert meltano_run(env, "--force", "tap-luminai", "target-postgres").returncode == 0
-    assert requests_before_kill < servers["lumin"].requests - 1, "the first run was not cut short"
+    kill_mid_run_then_restart(env, servers["lumin"], "target-postgres")
     ids = postgres.psql("select id from e2e_interrupted.billing_events")
     truth = {
         e.id
