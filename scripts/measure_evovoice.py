@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
+
+from measured_run import run_tap
 
 from billing_sandbox.evovoice import EvoAPI, EvoSettings, generate_usage
 from billing_sandbox.faults import FaultPlan
@@ -24,33 +21,19 @@ START, END = dt.date(2023, 1, 1), dt.date(2024, 1, 1)
 def run(extra: dict) -> dict:
     rows = generate_usage(seed=4, start=START, end=END, accounts=ACCOUNTS, customers_per_account=5)
     api = EvoAPI(rows, EvoSettings())
-    with (
-        SandboxServer(api, faults=FaultPlan(), keep_log=False) as server,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        config = {
-            "api_url": server.base_url,
-            "username": api.settings.username,
-            "password": api.settings.password,
-            "start_date": START.isoformat(),
-            "end_date": END.isoformat(),
-            **extra,
-        }
-        path = Path(tmp, "config.json")
-        path.write_text(json.dumps(config))
-        began = time.perf_counter()
-        result = subprocess.run(
-            [sys.executable, "-m", "tap_evovoice", "--config", str(path)],
-            capture_output=True,
-            text=True,
-            check=True,
+    with SandboxServer(api, faults=FaultPlan(), keep_log=False) as server:
+        run = run_tap(
+            "tap_evovoice",
+            {
+                "api_url": server.base_url,
+                "username": api.settings.username,
+                "password": api.settings.password,
+                "start_date": START.isoformat(),
+                "end_date": END.isoformat(),
+                **extra,
+            },
         )
-        wall = time.perf_counter() - began
-    streams: dict[str, int] = {}
-    for line in result.stdout.splitlines():
-        if line.startswith('{"type":"RECORD"'):
-            name = json.loads(line)["stream"]
-            streams[name] = streams.get(name, 0) + 1
+    streams, wall = run.records_by_stream, run.wall_seconds
     return {"requests": server.requests, "records": streams, "wall_seconds": round(wall, 2)}
 
 

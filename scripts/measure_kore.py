@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
+
+from measured_run import run_tap
 
 from billing_sandbox.faults import FaultPlan
 from billing_sandbox.kore import KoreAPI, KoreSettings, generate_sessions
@@ -26,28 +23,18 @@ SETTINGS = KoreSettings(rate_limits=[(60, 60.0), (1800, 3600.0)])
 
 def run(sessions: list, config: dict) -> dict:
     api = KoreAPI(sessions, SETTINGS)
-    with (
-        SandboxServer(api, faults=FaultPlan(), keep_log=False) as server,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        config = {
-            "api_url": server.base_url,
-            "client_id": SETTINGS.client_id,
-            "client_secret": SETTINGS.client_secret,
-            **config,
-        }
-        path = Path(tmp, "config.json")
-        path.write_text(json.dumps(config))
-        began = time.perf_counter()
-        result = subprocess.run(
-            [sys.executable, "-m", "tap_kore_billing", "--config", str(path)],
-            capture_output=True,
-            text=True,
-            check=True,
+    with SandboxServer(api, faults=FaultPlan(), keep_log=False) as server:
+        run = run_tap(
+            "tap_kore_billing",
+            {
+                "api_url": server.base_url,
+                "client_id": SETTINGS.client_id,
+                "client_secret": SETTINGS.client_secret,
+                **config,
+            },
         )
-        wall = time.perf_counter() - began
-    plan = [line.split("| ", 3)[-1] for line in result.stderr.splitlines() if " plan: " in line]
-    records = sum(1 for line in result.stdout.splitlines() if line.startswith('{"type":"RECORD"'))
+    plan = [line.split("| ", 3)[-1] for line in run.stderr.splitlines() if " plan: " in line]
+    records, wall = run.records, run.wall_seconds
     return {
         "records": records,
         "sessions_in_sandbox": len(sessions),

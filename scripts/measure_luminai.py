@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
+
+from measured_run import run_tap
 
 from billing_sandbox.faults import FaultPlan
 from billing_sandbox.luminai import EVENT_TYPES, LuminAPI, LuminSettings, generate_events
@@ -34,32 +31,19 @@ def main() -> None:
     start, end = dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 7, 1, tzinfo=UTC)
     events = generate_events(seed=3, count=args.events, start=start, end=end)
     api = LuminAPI(events, LuminSettings(token="measure-token-123", page_size=args.page_size))
-    with (
-        SandboxServer(api, faults=FaultPlan(), keep_log=False) as server,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        config = {
-            "api_url": server.base_url + api.settings.path,
-            "token": "measure-token-123",
-            "start_date": start.isoformat(),
-            "end_date": end.isoformat(),
-            "event_types": [kind for kind, _ in EVENT_TYPES],
-            "window_size_days": args.window_days,
-        }
-        config_path = Path(tmp, "config.json")
-        config_path.write_text(json.dumps(config))
-        out = Path(tmp, "out.jsonl")
-        began = time.perf_counter()
-        with out.open("w") as sink:
-            subprocess.run(
-                [sys.executable, "-m", "tap_luminai", "--config", str(config_path)],
-                stdout=sink,
-                stderr=subprocess.DEVNULL,
-                check=True,
-            )
-        wall = time.perf_counter() - began
-        records = sum(1 for line in out.open() if line.startswith('{"type":"RECORD"'))
-        states = sum(1 for line in out.open() if line.startswith('{"type":"STATE"'))
+    with SandboxServer(api, faults=FaultPlan(), keep_log=False) as server:
+        run = run_tap(
+            "tap_luminai",
+            {
+                "api_url": server.base_url + api.settings.path,
+                "token": "measure-token-123",
+                "start_date": start.isoformat(),
+                "end_date": end.isoformat(),
+                "event_types": [kind for kind, _ in EVENT_TYPES],
+                "window_size_days": args.window_days,
+            },
+        )
+    records, states, wall = run.records, run.state_messages, run.wall_seconds
     windows = plan_windows(start, end, dt.timedelta(days=args.window_days))
     per_window = [sum(1 for e in events if w.start <= e.timestamp < w.end) for w in windows]
     minimum_requests = sum(max(1, -(-n // args.page_size)) for n in per_window)

@@ -35,6 +35,15 @@ EVO_BASIC = __import__("base64").b64encode(f"{EVO_USERNAME}:{EVO_PASSWORD}".enco
 SECRETS = (LUMIN_TOKEN, KORE_CLIENT_SECRET, JWT_HEADER_PREFIX, EVO_PASSWORD, EVO_BASIC)
 
 
+#: Short timeouts and backoff so that fault tests finish quickly (every test config starts from it).
+FAST_RETRIES: dict[str, object] = {
+    "read_timeout_seconds": 1,
+    "connect_timeout_seconds": 2,
+    "retry_initial_delay_seconds": 0.2,
+    "retry_max_wait_seconds": 20,
+}
+
+
 def lumin_sandbox(
     *,
     events: int = 1500,
@@ -63,10 +72,7 @@ def lumin_config(server: SandboxServer, **overrides: object) -> dict[str, object
         "event_types": ["billing.scheduled", "billing.rescheduled"],
         "window_size_days": 14,
         "lookback_minutes": 60,
-        "read_timeout_seconds": 1,
-        "connect_timeout_seconds": 2,
-        "retry_initial_delay_seconds": 0.2,
-        "retry_max_wait_seconds": 20,
+        **FAST_RETRIES,
     }
     config.update(overrides)
     return {k: v for k, v in config.items() if v is not None}
@@ -110,10 +116,8 @@ def kore_config(server: SandboxServer, **overrides: object) -> dict[str, object]
         "timezone": server.api.settings.timezone,  # type: ignore[attr-defined]
         "page_size": 50,
         "max_requests_per_minute": 60,
-        "read_timeout_seconds": 1,
-        "connect_timeout_seconds": 2,
-        "retry_initial_delay_seconds": 0.2,
-        "retry_max_wait_seconds": 30,
+        **FAST_RETRIES,
+        "retry_max_wait_seconds": 30,  # rate-limit tests wait out a rolling window
     }
     config.update(overrides)
     return {k: v for k, v in config.items() if v is not None}
@@ -142,13 +146,18 @@ def evo_config(server: SandboxServer, **overrides: object) -> dict[str, object]:
         "password": EVO_PASSWORD,
         "start_date": EVO_START.isoformat(),
         "end_date": EVO_END.isoformat(),
-        "read_timeout_seconds": 1,
-        "connect_timeout_seconds": 2,
-        "retry_initial_delay_seconds": 0.2,
-        "retry_max_wait_seconds": 20,
+        **FAST_RETRIES,
     }
     config.update(overrides)
     return {k: v for k, v in config.items() if v is not None}
+
+
+LUMIN_TYPES = {"billing.scheduled", "billing.rescheduled"}
+
+
+def lumin_truth_ids(server: SandboxServer) -> set[str]:
+    """Ids of the events ``lumin_config`` asks for (its two event types, [START, END))."""
+    return {e.id for e in server.api.truth(types=LUMIN_TYPES, start=START, end=END)}  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.support import (
-    END,
     KORE_BOTS,
     KORE_END,
     KORE_START,
-    START,
     assert_no_secrets,
+    lumin_truth_ids,
 )
 from tests.test_meltano_e2e import MELTANO, landed, sandbox_env
 
@@ -111,12 +110,7 @@ def test_airflow_dags_test_runs_the_schedule_against_the_sandbox(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "state=success" in result.stdout + result.stderr
     events = {row[0] for row in landed(tmp_path, "select id from billing.billing_events")}
-    assert events == {
-        e.id
-        for e in servers["lumin"].api.truth(
-            types={"billing.scheduled", "billing.rescheduled"}, start=START, end=END
-        )
-    }
+    assert events == lumin_truth_ids(servers["lumin"])
     sessions = {
         row[0] for row in landed(tmp_path, "select billingsessionid from billing.billing_sessions")
     }

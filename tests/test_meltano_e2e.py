@@ -28,11 +28,12 @@ from tests.support import (
     KORE_END,
     KORE_START,
     LUMIN_TOKEN,
-    START,
+    LUMIN_TYPES,
     assert_no_secrets,
     evo_config,
     kore_config,
     lumin_config,
+    lumin_truth_ids,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,12 +148,7 @@ def test_meltano_run_lands_every_record_of_each_tap_once(project):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     events = landed(tmp_path, "select id from billing.billing_events")
-    truth = {
-        e.id
-        for e in servers["lumin"].api.truth(
-            types={"billing.scheduled", "billing.rescheduled"}, start=START, end=END
-        )
-    }
+    truth = lumin_truth_ids(servers["lumin"])
     assert len(events) == len(truth)
     assert {row[0] for row in events} == truth
     sessions = landed(tmp_path, "select billingsessionid from billing.billing_sessions")
@@ -179,7 +175,7 @@ def test_second_meltano_run_lands_exactly_the_new_rows(project):
     assert meltano_run(env, "tap-luminai", "target-duckdb").returncode == 0
     after = [row[0] for row in landed(tmp_path, "select id from billing.billing_events")]
     assert len(after) == len(set(after)), "a key landed twice"
-    new = {e.id for e in fresh if e.type in {"billing.scheduled", "billing.rescheduled"}}
+    new = {e.id for e in fresh if e.type in LUMIN_TYPES}
     assert set(after) - before == new
 
 
@@ -237,12 +233,7 @@ def test_interrupted_run_restarted_lands_everything_once(project):
     servers, env, tmp_path = project
     kill_mid_run_then_restart(env, servers["lumin"], "target-duckdb")
     ids = [row[0] for row in landed(tmp_path, "select id from billing.billing_events")]
-    truth = {
-        e.id
-        for e in servers["lumin"].api.truth(
-            types={"billing.scheduled", "billing.rescheduled"}, start=START, end=END
-        )
-    }
+    truth = lumin_truth_ids(servers["lumin"])
     assert len(ids) == len(set(ids))
     assert set(ids) == truth
 
@@ -319,12 +310,7 @@ def test_meltano_run_into_postgres_lands_every_record_once(project, postgres):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     events = postgres.psql("select id from e2e_all.billing_events")
-    truth = {
-        e.id
-        for e in servers["lumin"].api.truth(
-            types={"billing.scheduled", "billing.rescheduled"}, start=START, end=END
-        )
-    }
+    truth = lumin_truth_ids(servers["lumin"])
     assert len(events) == len(truth)
     assert set(events) == truth
     sessions = postgres.psql('select "billingSessionId" from e2e_all.billing_sessions')
@@ -351,9 +337,7 @@ def test_second_run_into_postgres_lands_exactly_the_new_rows(project, postgres):
     assert meltano_run(env, "tap-luminai", "target-postgres").returncode == 0
     after = postgres.psql("select id from e2e_incremental.billing_events")
     assert len(after) == len(set(after))
-    assert set(after) - before == {
-        e.id for e in fresh if e.type in {"billing.scheduled", "billing.rescheduled"}
-    }
+    assert set(after) - before == {e.id for e in fresh if e.type in LUMIN_TYPES}
 
 
 def test_interrupted_run_into_postgres_restarted_lands_everything_once(project, postgres):
@@ -361,11 +345,6 @@ def test_interrupted_run_into_postgres_restarted_lands_everything_once(project, 
     env = _with_postgres(env, postgres, "e2e_interrupted")
     kill_mid_run_then_restart(env, servers["lumin"], "target-postgres")
     ids = postgres.psql("select id from e2e_interrupted.billing_events")
-    truth = {
-        e.id
-        for e in servers["lumin"].api.truth(
-            types={"billing.scheduled", "billing.rescheduled"}, start=START, end=END
-        )
-    }
+    truth = lumin_truth_ids(servers["lumin"])
     assert len(ids) == len(set(ids))
     assert set(ids) == truth

@@ -1,0 +1,55 @@
+"""What every measurement script does: run one tap as its own process and time it.
+
+The tap writes its Singer messages to a file (as it would to a target), so that large runs do not
+hold their output in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class MeasuredRun:
+    wall_seconds: float
+    stderr: str
+    records_by_stream: dict[str, int]
+    state_messages: int
+
+    @property
+    def records(self) -> int:
+        return sum(self.records_by_stream.values())
+
+
+def run_tap(module: str, config: dict) -> MeasuredRun:
+    """Run ``python -m module --config …`` to the end; raise if it fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp, "config.json")
+        config_path.write_text(json.dumps(config))
+        out = Path(tmp, "out.jsonl")
+        began = time.perf_counter()
+        with out.open("w") as sink:
+            result = subprocess.run(
+                [sys.executable, "-m", module, "--config", str(config_path)],
+                stdout=sink,
+                stderr=subprocess.PIPE,
+                text=True,
+                check=True,
+            )
+        wall = time.perf_counter() - began
+        streams: dict[str, int] = {}
+        states = 0
+        with out.open() as lines:
+            for line in lines:
+                if line.startswith('{"type":"RECORD"'):
+                    name = json.loads(line)["stream"]
+                    streams[name] = streams.get(name, 0) + 1
+                elif line.startswith('{"type":"STATE"'):
+                    states += 1
+    return MeasuredRun(wall, result.stderr, streams, states)
