@@ -9,7 +9,7 @@ MELTANO := $(MELTANO_VENV)/bin/meltano
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export MELTANO_CLI_DISABLE_VERSION_CHECK := true
 
-.PHONY: install meltano airflow lint typecheck pytest test demo clean readme meltano-yml
+.PHONY: install meltano airflow lint typecheck pytest test soak demo clean readme meltano-yml bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,11 +48,28 @@ pytest: install meltano airflow
 
 test: lint typecheck pytest
 
+# The 1,000,000-record soak per tap (tests marked `soak`, left out of every other run); figures in
+# build/reliability/soak-1000000.json and at the end of the output.
+soak: install
+	$(BIN)/pytest -m soak
+
 demo: install meltano
 	bash scripts/demo.sh
 
 clean:
 	rm -rf $(VENV) $(MELTANO_VENV) $(AIRFLOW_VENV) .meltano output .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# make bench: the benchmark harness (issue 7), not part of make test. It measures each tap against
+# pre-built sandbox pages and writes docs/benchmarks.{json,md,png}; run it on a quiet machine.
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS='--sizes 10000 --repeats 1 --out /tmp/bench'
+# (python -m bench --help lists them).
+BENCH_ARGS ?=
+$(BIN)/.installed-bench: pyproject.toml $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@
+
+bench: $(BIN)/.installed-bench
+	BENCH_ARGS="$(BENCH_ARGS)" $(BIN)/python -m bench $(BENCH_ARGS)
 
 readme: install
 	$(BIN)/python -m tests.readme_tables --write

@@ -18,6 +18,7 @@ import json
 import random
 import secrets
 import threading
+import typing as t
 from dataclasses import dataclass, field
 
 from billing_sandbox.server import Request, Response
@@ -81,6 +82,8 @@ class EvoAPI:
         self._lock = threading.Lock()
         self._sessions: dict[str, tuple[str, int]] = {}  # ss-id -> (user, requests used)
         self.logins = 0
+        #: Every session id ever issued: secrets that must never appear in a tap's output.
+        self.issued_sessions: list[str] = []
 
     def add_rows(self, rows: list[DailyUsage]) -> None:
         with self._lock:
@@ -99,6 +102,21 @@ class EvoAPI:
                 by_account[row.account_id] = by_account.get(row.account_id, 0) + row.minutes
                 key = (row.account_id, row.customer_id)
                 by_customer[key] = by_customer.get(key, 0) + row.minutes
+        return by_account, by_customer
+
+    def daily_figures(
+        self, first: dt.date, end: dt.date, accounts: t.Collection[str] | None = None
+    ) -> tuple[dict[tuple[str, dt.date], int], dict[tuple[str, str, dt.date], int]]:
+        """Minutes per (account, day) and per (account, customer, day) for days in ``[first, end)``,
+        in one pass over the data (what a tap reading by day must deliver)."""
+        by_account: dict[tuple[str, dt.date], int] = {}
+        by_customer: dict[tuple[str, str, dt.date], int] = {}
+        for row in self._rows:
+            if first <= row.day < end and (accounts is None or row.account_id in accounts):
+                key = (row.account_id, row.day)
+                by_account[key] = by_account.get(key, 0) + row.minutes
+                ckey = (row.account_id, row.customer_id, row.day)
+                by_customer[ckey] = by_customer.get(ckey, 0) + row.minutes
         return by_account, by_customer
 
     # -- HTTP ---------------------------------------------------------------------------
@@ -169,6 +187,7 @@ class EvoAPI:
         session = secrets.token_urlsafe(16)
         with self._lock:
             self._sessions[session] = (str(user), 0)
+            self.issued_sessions.append(session)
             self.logins += 1
         response = Response.json(200, {"userId": "1", "sessionId": session, "userName": user})
         response.headers["Set-Cookie"] = [

@@ -23,6 +23,7 @@ FAULT_KINDS = (
     "truncate",  # a 200 whose JSON body is cut short (its Content-Length matches the cut body)
     "not-ok",  # a 200 with {"ok": false, ...}
     "401",
+    "redirect",  # 307 (FaultPlan.redirect_status) to FaultPlan.redirect_to + the request's path
 )
 RETRIABLE_KINDS = frozenset({"429", "429-date", "500", "502", "503", "stall", "drop", "truncate"})
 FATAL_KINDS = frozenset({"not-ok", "401"})
@@ -68,6 +69,11 @@ class FaultPlan:
     seed: int = 0
     retry_after_seconds: int = 1
     stall_seconds: float = 30.0
+    #: Where the "redirect" fault points: a base URL (scheme://host:port, an optional path prefix)
+    #: to which the request's own path and query are appended. None: this same server, same path
+    #: (a same-origin redirect).
+    redirect_to: str | None = None
+    redirect_status: int = 307
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
     injected: dict[str, int] = field(init=False, default_factory=dict)

@@ -1,6 +1,7 @@
 """The HTTP machinery every sandboxed API shares.
 
-A :class:`SandboxServer` runs a threading HTTP/1.1 server on loopback around one :class:`SandboxAPI`.
+A :class:`SandboxServer` runs a threading HTTP/1.1 server on loopback around one :class:`SandboxAPI`
+(HTTPS when given an ``ssl.SSLContext``, e.g. one whose certificate a private test CA issued).
 It counts requests, refuses and counts any request that arrives while another is in flight (the
 vendors ask for one request at a time), injects faults from a :class:`FaultPlan`, and keeps a log of
 what it was asked, for tests to check.
@@ -12,6 +13,7 @@ import email.utils
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 import typing as t
@@ -67,6 +69,8 @@ class RequestRecord:
     body: bytes
     status: int | None = None
     fault: str | None = None
+    #: Whether the request was already counted out of flight (a dropped connection).
+    left: bool = False
 
 
 class SandboxServer:
@@ -80,8 +84,15 @@ class SandboxServer:
         host: str = "127.0.0.1",
         port: int = 0,
         keep_log: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.api = api
+        self.ssl_context = ssl_context
+        #: HTTPS only: connections accepted (each is one TLS handshake attempt), and handshakes
+        #: that failed (e.g. the client did not trust the certificate). Plain API requests that
+        #: got through are counted in ``requests`` as usual.
+        self.tls_connections = 0
+        self.tls_handshake_failures = 0
         self.faults = faults or FaultPlan()
         self.keep_log = keep_log
         self.log: list[RequestRecord] = []
@@ -90,7 +101,7 @@ class SandboxServer:
         self._in_flight = 0
         self._lock = threading.Lock()
         handler = _handler_for(self)
-        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd = _HTTPServer((host, port), handler, sandbox=self)
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -100,7 +111,8 @@ class SandboxServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> SandboxServer:
         self._thread = threading.Thread(
@@ -149,9 +161,53 @@ class SandboxServer:
         with self._lock:
             self._in_flight -= 1
 
+    def _count_tls(self, *, failed: bool) -> None:
+        with self._lock:
+            if failed:
+                self.tls_handshake_failures += 1
+            else:
+                self.tls_connections += 1
+
+
+#: How long a TLS client may take over its handshake before the server gives up on it.
+TLS_HANDSHAKE_SECONDS = 10.0
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Wraps each accepted connection in TLS when the sandbox has a context.
+
+    The handshake runs in the connection's own thread (``Handler.setup``), so a client that
+    fails it, or never finishes it, does not hold up the accept loop.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        sandbox: SandboxServer,
+    ) -> None:
+        self.sandbox = sandbox
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, t.Any]:
+        connection, address = super().get_request()
+        context = self.sandbox.ssl_context
+        if context is None:
+            return connection, address
+        self.sandbox._count_tls(failed=False)
+        wrapped = context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return wrapped, address
+
 
 def _http_date(seconds_from_now: float) -> str:
     return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+def _redirect_location(base: str | None, target: str) -> str:
+    """Where the "redirect" fault sends a request: ``base`` + its path and query, or (no base)
+    the same path on this same server."""
+    return (base.rstrip("/") + target) if base else target
 
 
 def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
@@ -159,10 +215,24 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         server_version = "billing-sandbox/1"
 
+        tls_failed = False
+
         def setup(self) -> None:
             super().setup()
             # Headers and body go out in two writes: without this, delayed ACKs cost ~40 ms a page.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if isinstance(self.connection, ssl.SSLSocket):
+                self.connection.settimeout(TLS_HANDSHAKE_SECONDS)
+                try:
+                    self.connection.do_handshake()
+                except (ssl.SSLError, OSError):
+                    self.tls_failed = True
+                    server._count_tls(failed=True)
+                self.connection.settimeout(None)
+
+        def handle(self) -> None:
+            if not self.tls_failed:
+                super().handle()
 
         def log_message(self, format: str, *args: t.Any) -> None:
             return  # quiet: tests and benchmarks read the server's own log
@@ -201,7 +271,8 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 else:
                     self._inject(fault, request, record)
             finally:
-                server._leave()
+                if not record.left:
+                    server._leave()
 
         def _inject(self, fault: str, request: Request, record: RequestRecord) -> None:
             plan = server.faults
@@ -226,8 +297,15 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             elif fault == "drop":
                 record.status = None
                 self.close_connection = True
+                # Out of flight before the client can see the drop: its retry on a new connection
+                # must not be taken for a concurrent request.
+                server._leave()
+                record.left = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
+            elif fault == "redirect":
+                response = Response.json(plan.redirect_status, {"moved": True})
+                response.headers["Location"] = _redirect_location(plan.redirect_to, self.path)
             elif fault == "truncate":
                 real = server.api.handle(request)
                 cut = max(1, len(real.body) // 2)
@@ -243,12 +321,19 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             deadline = time.monotonic() + seconds
             sock = self.connection
             while time.monotonic() < deadline:
-                readable, _, _ = select.select([sock], [], [], 0.02)
+                readable, _, _ = select.select([sock], [], [], 0.005)
                 if readable:
                     try:
-                        if not sock.recv(1, socket.MSG_PEEK):
+                        # TLS sockets cannot peek; what the client sends while it waits is not
+                        # needed (the connection is closed after the stall anyway).
+                        peek = (
+                            sock.recv(1)
+                            if isinstance(sock, ssl.SSLSocket)
+                            else sock.recv(1, socket.MSG_PEEK)
+                        )
+                        if not peek:
                             break  # the client closed the connection
-                    except OSError:
+                    except (OSError, ValueError):
                         break
             self.close_connection = True
 

@@ -30,6 +30,8 @@ import backoff
 import requests
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.pagination import BaseAPIPaginator
 
 from billing_toolkit import settings as common
@@ -41,9 +43,12 @@ from billing_toolkit.http import (
     describe_response_failure,
     describe_transport_failure,
 )
+from billing_toolkit.output import RecordLineWriter
+from billing_toolkit.records import RecordShape, RecordShapeError
 from billing_toolkit.secrets import mask
 from billing_toolkit.settings import WindowSettings
 from billing_toolkit.timestamps import format_timestamp, normalize_timestamp, parse_timestamp
+from billing_toolkit.transport import SecureSession, secure_session
 from billing_toolkit.windows import DateWindow, plan_windows
 
 if t.TYPE_CHECKING:
@@ -70,6 +75,10 @@ RETRIABLE_FAILURES: tuple[type[Exception], ...] = (
 
 class ResponseShapeError(FatalAPIError):
     """A response that is valid JSON but not what the API documents."""
+
+
+#: Pages in a row that bring no item, each saying there is more, before paging is declared endless.
+MAX_EMPTY_PAGES_IN_A_ROW = 500
 
 
 class WindowTooLarge(Exception):
@@ -166,12 +175,23 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     dedupe_within_window: t.ClassVar[bool] = False
     #: How many times a window whose content moved while it was read is read again.
     window_rereads: t.ClassVar[int] = 0
+    #: Types are checked by ``record_shape`` before a record is emitted, without conversion: the
+    #: SDK's conformance pass would find nothing to do.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+    #: Write RECORD lines directly when the SDK's record path would not change them (see
+    #: billing_toolkit.output). False gives the SDK's own path (the benchmarks' baseline).
+    fast_records: t.ClassVar[bool] = True
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         self._decoded: weakref.WeakKeyDictionary[requests.Response, t.Any] = (
             weakref.WeakKeyDictionary()
         )
+        self._line_writer: RecordLineWriter | bool | None = False  # False: not decided yet
+        # Paging guard of the current pass over a window (see ``update_sync_costs``).
+        self._pages_in_pass = 0
+        self._items_on_page = 0
+        self._empty_pages_in_a_row = 0
 
     # -- the common settings (declared in billing_toolkit.settings, so read here) ------------
 
@@ -189,6 +209,18 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     def timeouts(self) -> Timeouts:
         """Connect and read timeouts."""
         return common.timeouts(self.config)
+
+    @cached_property
+    def max_pages_per_window(self) -> int:
+        """Pages one pass over a window may take before paging is declared endless."""
+        return int(self.config.get("max_pages_per_window", common.DEFAULT_MAX_PAGES_PER_WINDOW))
+
+    @cached_property
+    def record_shape(self) -> RecordShape:
+        """The check every record passes before it is emitted (see billing_toolkit.records)."""
+        return RecordShape(
+            self.name, self.schema, list(self.primary_keys or ()), self.logger.warning
+        )
 
     def query_keys(self, context: Context | None) -> t.Sequence[str]:
         """Keys one query can cover together, each with its own bookmark; none by default."""
@@ -274,6 +306,51 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     ) -> None:
         """Records never move the bookmark: completed windows do (see ``complete_window``)."""
 
+    # -- output -------------------------------------------------------------------------------
+
+    def _process_record(
+        self,
+        record: Record,
+        child_context: Context | None = None,
+        partition_context: Context | None = None,
+    ) -> None:
+        """The SDK's per-record step, without its child-stream machinery when there are none."""
+        if self.child_streams:
+            super()._process_record(record, child_context, partition_context)
+            return
+        for key, value in (partition_context or {}).items():
+            if key not in record:  # the partition's keys go into its records, as the SDK does
+                record[key] = value
+
+    def _write_record_message(self, record: Record) -> None:
+        writer = self._line_writer
+        if writer is False:
+            writer = self._line_writer = self._direct_writer()
+        if writer is None:
+            super()._write_record_message(record)
+            return
+        assert isinstance(writer, RecordLineWriter)
+        writer.write(record)
+        self.state_manager.is_flushed = False
+
+    def _direct_writer(self) -> RecordLineWriter | None:
+        """A direct RECORD writer, if the SDK's record path would emit records unchanged."""
+        maps = self.stream_maps
+        identity = (
+            len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and maps[0].stream_alias == self.name
+            and not maps[0].flattening_enabled
+        )
+        everything_selected = all(
+            self.mask.get(("properties", name), True) for name in self.schema["properties"]
+        )
+        if not (self.fast_records and identity and everything_selected):
+            return None
+        writer = RecordLineWriter(self.name)
+        writer.set_time_extracted(_now_text())
+        return writer
+
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         plan = self.plan(context)
         all_keys = [k for k in plan.key_starts if k]
@@ -322,16 +399,25 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         ``window_rereads`` times, so that items shifted past a page boundary are not missed.
         """
         low, high = query.window.start_text, query.window.end_text
-        seen: set[tuple[t.Any, ...]] | None = set() if self.dedupe_within_window else None
+        seen: set[t.Any] | None = set() if self.dedupe_within_window else None
+        keys = tuple(self.primary_keys or ())
+        single = keys[0] if len(keys) == 1 else None  # a bare value, not a 1-tuple: less memory
         outside = repeated = 0
+        check = self.record_shape.check
         for attempt in range(1 + self.window_rereads):
             self.start_window(context, query.window)
-            for record in self.request_records(query.as_context(context)):
+            self._pages_in_pass = self._items_on_page = self._empty_pages_in_a_row = 0
+            for item in self.request_records(query.as_context(context)):
+                self._items_on_page += 1
+                try:
+                    record = check(item)
+                except RecordShapeError as exc:
+                    raise self._with_request(exc) from None
                 if not self.record_in_window(record, low, high):
                     outside += 1
                     continue
                 if seen is not None:
-                    key = tuple(record.get(k) for k in self.primary_keys or ())
+                    key = record.get(single) if single else tuple(record.get(k) for k in keys)
                     if key in seen:
                         repeated += 1
                         continue
@@ -360,6 +446,41 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                 outside,
                 query.window,
             )
+
+    def update_sync_costs(
+        self,
+        request: requests.PreparedRequest,
+        response: requests.Response,
+        context: Context | None,
+    ) -> dict[str, int]:
+        """Called by the SDK once per page received: the paging guard.
+
+        Paging that never ends (a token or ``moreAvailable`` that keeps coming) fails loudly: after
+        ``MAX_EMPTY_PAGES_IN_A_ROW`` pages in a row without an item, or ``max_pages_per_window`` pages
+        in one pass over a window. The items of the previous page were counted as they were yielded.
+        """
+        if self._pages_in_pass and not self._items_on_page:
+            self._empty_pages_in_a_row += 1
+        else:
+            self._empty_pages_in_a_row = 0
+        self._pages_in_pass += 1
+        self._items_on_page = 0
+        if isinstance(self._line_writer, RecordLineWriter):
+            self._line_writer.set_time_extracted(_now_text())
+        window = self.current_window
+        if self._empty_pages_in_a_row >= MAX_EMPTY_PAGES_IN_A_ROW:
+            msg = (
+                f"{self.name}: paging does not end: {self._empty_pages_in_a_row} pages in a row "
+                f"brought no item in window {window}"
+            )
+            raise ResponseShapeError(describe_response_failure(response, msg))
+        if self._pages_in_pass > self.max_pages_per_window:
+            msg = (
+                f"{self.name}: paging does not end: more than {self.max_pages_per_window} pages in "
+                f"window {window} (setting max_pages_per_window)"
+            )
+            raise ResponseShapeError(describe_response_failure(response, msg))
+        return super().update_sync_costs(request, response, context)
 
     def probe(
         self, context: Context | None, window: DateWindow, keys: tuple[str, ...] = ()
@@ -416,14 +537,27 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     # -- requests ---------------------------------------------------------------------------
 
     @property
+    def requests_session(self) -> requests.Session:
+        """Requests, and so credentials, go to the API's origin only, over verified TLS
+        (``ca_bundle_path`` added): see billing_toolkit.transport for the rules."""
+        if not isinstance(self._requests_session, SecureSession):
+            self._requests_session = secure_session(self.url_base, self.config)
+        return self._requests_session
+
+    @property
     def timeout(self) -> t.Any:  # (connect, read): requests takes either form
         return self.timeouts.as_tuple()
+
+    #: The key of the records list in a response, when pages are large: its items stay raw JSON
+    #: until each is parsed (see ``billing_toolkit.http.decode_json``), so memory holds one page's
+    #: bytes rather than one page of dicts.
+    lazy_list_key: t.ClassVar[str | None] = None
 
     def decoded_body(self, response: requests.Response) -> t.Any:
         """The JSON body of a validated response (decoded once, in ``validate_response``)."""
         if response in self._decoded:
             return self._decoded[response]
-        return decode_json(response)
+        return decode_json(response, self.lazy_list_key)
 
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code
@@ -434,7 +568,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         if status >= 400:
             raise FatalAPIError(describe_response_failure(response, "request refused"))
         try:
-            body = decode_json(response)
+            body = decode_json(response, self.lazy_list_key)
         except ValueError as exc:
             # A 2xx body that is not JSON was cut short or garbled on the way: ask again.
             raise RetriableAPIError(
@@ -442,6 +576,15 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             ) from exc
         self.validate_body(body, response)
         self._decoded[response] = body
+        self._last_response = response
+
+    _last_response: requests.Response | None = None
+
+    def _with_request(self, error: RecordShapeError) -> RecordShapeError:
+        """The same error, naming the request whose answer held the record."""
+        if self._last_response is None:
+            return error
+        return RecordShapeError(describe_response_failure(self._last_response, str(error)))
 
     @property
     def rate_limiter(self) -> RollingRateLimiter | None:
@@ -512,6 +655,10 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
 
     def backoff_handler(self, details: Details) -> None:
         self._log_retry(details)
+
+
+def _now_text() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
 def _partition_label(context: Context | None) -> str:

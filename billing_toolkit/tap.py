@@ -11,8 +11,11 @@ import click
 from singer_sdk import Tap
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
+from singer_sdk.plugin_base import JSONSchemaValidator
 from singer_sdk.tap_base import CliTestOptionValue
 
+from billing_toolkit import settings
+from billing_toolkit.output import OrderedWriter, defer_if_busy
 from billing_toolkit.secrets import install_log_masking, mask, register_secret
 from billing_toolkit.stream import BOOKMARKS_BY_KEY
 from billing_toolkit.timestamps import normalize_timestamp
@@ -53,6 +56,9 @@ class BillingTap(Tap):
 
     #: No BATCH: a batch file is delivered after the STATE of its windows, so state could run
     #: ahead of the data a target has received.
+    #: Pending RECORD lines are written before every other message (see billing_toolkit.output).
+    message_writer_class = OrderedWriter
+
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
         TapCapabilities.CATALOG,
         TapCapabilities.STATE,
@@ -68,19 +74,80 @@ class BillingTap(Tap):
         # Secrets are registered before the SDK validates the config, since its messages may
         # quote the offending values.
         self._register_secrets(kwargs.get("config"), parse_env=bool(kwargs.get("parse_env_config")))
+        if kwargs.get("parse_env_config"):
+            self._check_environment()
         super().__init__(*args, **kwargs)
         self._register_secrets(dict(self.config), parse_env=False)
-        if kwargs.get("validate_config", True):
-            errors = self.semantic_config_errors()
-            if errors:
-                raise ConfigValidationError("Config validation failed", errors=errors)
         logging.getLogger("urllib3").setLevel(logging.WARNING)
+        self._install_failure_hook()
+
+    def _install_failure_hook(self) -> None:
+        """A known API failure ends the run with its one-line explanation, not a traceback.
+
+        The SDK logs every uncaught exception with its traceback. For a FatalAPIError (a refused
+        request, retries given up, a response of the wrong shape) the message already says what
+        failed and where; the traceback only buries it. Anything else is a bug: traceback kept.
+        The exit code is 1 either way.
+        """
+        if getattr(sys.excepthook, "_billing_failure_hook", False):
+            return
+        previous = sys.excepthook
+        logger = self.logger
+
+        def hook(exc_type: type[BaseException], exc: BaseException, tb: t.Any) -> None:
+            if issubclass(exc_type, FatalAPIError):
+                logger.error("Run failed: %s", mask(str(exc)))
+                return
+            previous(exc_type, exc, tb)
+
+        hook._billing_failure_hook = True  # type: ignore[attr-defined]
+        sys.excepthook = hook
+
+    @classmethod
+    def _check_environment(cls) -> None:
+        """Refuse environment settings the SDK cannot convert, naming them (it would raise a bare ValueError)."""
+        schema = cls.config_jsonschema
+        cls.append_builtin_config(schema)
+        prefix = cls.name.upper().replace("-", "_") + "_"
+        errors = settings.environment_errors(schema, prefix, os.environ)
+        if errors:
+            raise ConfigValidationError("Config validation failed", errors=errors)
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's JSON-schema check, unknown settings, then :meth:`semantic_config_errors`.
+
+        Unlike the SDK's messages these name the setting first, never quote a secret, and refuse
+        keys the schema does not declare (a misspelt optional setting would silently fall back to
+        its default). ``null`` for an optional setting means "not set", as when Meltano leaves it out.
+        The semantic checks run here, not after the SDK's constructor, because that constructor
+        already discovers the streams, which would fail on, say, a timeout too large for a float.
+        """
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        errors = settings.unknown_setting_errors(self._config, schema.get("properties", {}))
+        self._config = settings.without_optional_nulls(self._config, schema.get("required", []))
+        secrets = set(self.secret_setting_names())
+        errors += [
+            settings.schema_error_message(error, secrets=secrets)
+            for error in JSONSchemaValidator(schema).iter_errors(self._config)
+        ]
+        if not errors:  # the semantic checks may assume the JSON types are right
+            errors = self.semantic_config_errors()
+        errors = [mask(error) for error in dict.fromkeys(errors)]
+        if errors and raise_errors:
+            raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
+        if errors:
+            self.logger.warning("Config validation failed")
+        return errors
 
     def _handle_termination(self, signum: int, frame: t.Any) -> None:
         """On SIGTERM/SIGINT: write the state (completed windows only) and exit non-zero.
 
         The SDK exits 0 here, which makes an interrupted backfill look finished to an orchestrator.
+        A signal that arrives while records and a STATE are being written waits for them to finish.
         """
+        if defer_if_busy(lambda: self._handle_termination(signum, frame)):
+            return
         try:
             self.state_writer.write_state(self.state)
         finally:
@@ -138,6 +205,24 @@ class BillingTap(Tap):
             prefix = cls.name.upper().replace("-", "_") + "_"
             for name in names:
                 register_secret(os.environ.get(prefix + name.upper()))
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
+        """Read ``--config`` files; an unreadable one gets one line per problem, not a traceback.
+
+        The SDK reads the files while parsing the command line, before its own handler of config
+        errors is in place, so a missing file or a NaN in the JSON would end in a traceback.
+        """
+        try:
+            return super().cb_config(ctx, param, value)
+        except Exception as exc:
+            errors = [
+                e for path in value if path != "ENV" for e in settings.config_file_errors(path)
+            ]
+            for error in errors or [f"config cannot be read: {type(exc).__name__}"]:
+                cls.logger.error(mask(error))
+            cls.logger.error("Config validation failed")
+            ctx.exit(1)
 
     @classmethod
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:

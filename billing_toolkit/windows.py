@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 
 from billing_toolkit.timestamps import format_timestamp
 
@@ -24,11 +25,12 @@ class DateWindow:
             msg = f"a window must end after it starts: {self.start} >= {self.end}"
             raise ValueError(msg)
 
-    @property
+    @cached_property
     def start_text(self) -> str:
+        """Canonical UTC text of ``start`` (compared with record times for every record)."""
         return format_timestamp(self.start)
 
-    @property
+    @cached_property
     def end_text(self) -> str:
         return format_timestamp(self.end)
 

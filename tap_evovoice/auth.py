@@ -10,6 +10,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from billing_toolkit.http import Timeouts, describe_response_failure
 from billing_toolkit.secrets import register_secret
+from billing_toolkit.transport import SecureSession
 
 
 class LoginError(FatalAPIError):
@@ -22,16 +23,29 @@ class EvoAuth(requests.auth.AuthBase):
     One instance serves every stream of a run, so there is one login, not one per stream. A 401
     under the credentials method means the session expired: :meth:`login` again (once per
     failure; the stream decides).
+
+    The login goes through its own :class:`SecureSession`, under the streams' rules: verified TLS
+    with ``ca_bundle``, and never to another origin (a redirect off the API's host fails the run,
+    so the password in the login body cannot follow it).
     """
 
     def __init__(
-        self, *, api_url: str, username: str, password: str, method: str, timeouts: Timeouts
+        self,
+        *,
+        api_url: str,
+        username: str,
+        password: str,
+        method: str,
+        timeouts: Timeouts,
+        ca_bundle: str | None = None,
     ) -> None:
         self._api_url = api_url.rstrip("/")
         self._username = username
         self._password = password
         self.method = method
         self._timeouts = timeouts
+        self._ca_bundle = ca_bundle
+        self._session: SecureSession | None = None  # made at the first login, after validation
         self._cookies: dict[str, str] = {}
         self._lock = threading.Lock()
         self.logins = 0
@@ -51,7 +65,10 @@ class EvoAuth(requests.auth.AuthBase):
     def login(self) -> None:
         """``POST /auth/credentials`` and keep the session cookies it sets."""
         with self._lock:
-            response = requests.post(
+            if self._session is None:
+                self._session = SecureSession(self._api_url, ca_bundle=self._ca_bundle)
+            self._session.cookies.clear()  # each login starts afresh, as a new client would
+            response = self._session.post(
                 f"{self._api_url}/auth/credentials",
                 json={
                     "provider": "credentials",
@@ -61,13 +78,15 @@ class EvoAuth(requests.auth.AuthBase):
                 },
                 headers={"Accept": "application/json"},
                 timeout=self._timeouts.as_tuple(),
-                allow_redirects=False,
             )
+            _register_session_values(response)
             if response.status_code != 200:
                 raise LoginError(
                     describe_response_failure(response, "the credentials login was refused")
                 )
-            cookies = {k: v for k, v in response.cookies.items() if k in {"ss-id", "ss-pid"}}
+            # The session's jar: cookies set on any hop of a same-origin redirect count too.
+            jar = self._session.cookies
+            cookies = {k: v for k, v in jar.items() if k in {"ss-id", "ss-pid"} and v}
             if "ss-id" not in cookies:
                 raise LoginError(
                     describe_response_failure(response, "the login set no ss-id cookie")
@@ -79,3 +98,20 @@ class EvoAuth(requests.auth.AuthBase):
 
     def forget_session(self) -> None:
         self._cookies = {}
+
+
+#: Body fields of a ServiceStack login answer that are credentials in their own right.
+_SESSION_FIELDS = ("sessionId", "bearerToken", "refreshToken")
+
+
+def _register_session_values(response: requests.Response) -> None:
+    """Mask the session values a login answer carries (cookies and body) before anything quotes it."""
+    for value in response.cookies.values():
+        register_secret(value)
+    try:
+        body = response.json()
+    except ValueError:
+        return
+    if isinstance(body, dict):
+        for field in _SESSION_FIELDS:
+            register_secret(body.get(field))

@@ -13,8 +13,11 @@ two. The store is bounded; past its bound the second stream asks the API itself.
 from __future__ import annotations
 
 import datetime as dt
+import io
+import tempfile
 import typing as t
 
+import msgspec
 from singer_sdk import typing as th
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
@@ -30,29 +33,46 @@ if t.TYPE_CHECKING:
 UTC = dt.timezone.utc
 ACCOUNT_PART = "accountUsage"
 CUSTOMER_PART = "customerUsage"
+PARTS = (ACCOUNT_PART, CUSTOMER_PART)
 
 
 class UsageAnswers:
-    """Run-wide store of the answer parts one stream fetched for the other (bounded in rows)."""
+    """Run-wide store of the answer parts one stream fetched for the other.
 
-    def __init__(self, auth: EvoAuth, max_rows: int = 1_000_000) -> None:
+    The parts wait on disk (a temporary file, deleted when the run ends) with only an index in
+    memory, so a backfill of any length keeps memory flat; the bound is on rows kept.
+    """
+
+    def __init__(self, auth: EvoAuth, max_rows: int = 10_000_000) -> None:
         self.auth = auth
         self.max_rows = max_rows
-        self._parts: dict[tuple[t.Any, ...], list[dict[str, t.Any]]] = {}
+        self._file: t.BinaryIO | None = None
+        #: key -> (offset, size, rows) of one kept part in the file.
+        self._index: dict[tuple[t.Any, ...], tuple[int, int, int]] = {}
         self._rows = 0
         self.streams: dict[str, AIUsageStream] = {}
         self.requests_saved = 0
 
     def keep(self, key: tuple[t.Any, ...], rows: list[dict[str, t.Any]]) -> None:
-        if self._rows + len(rows) <= self.max_rows:
-            self._parts[key] = rows
-            self._rows += len(rows)
+        if self._rows + len(rows) > self.max_rows:
+            return  # the other stream will ask the API itself
+        if self._file is None:
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the run
+        data = msgspec.json.encode(rows)
+        self._file.seek(0, io.SEEK_END)
+        self._index[key] = (self._file.tell(), len(data), len(rows))
+        self._file.write(data)
+        self._rows += len(rows)
 
     def take(self, key: tuple[t.Any, ...]) -> list[dict[str, t.Any]] | None:
-        rows = self._parts.pop(key, None)
-        if rows is not None:
-            self._rows -= len(rows)
-            self.requests_saved += 1
+        entry = self._index.pop(key, None)
+        if entry is None or self._file is None:
+            return None
+        offset, size, count = entry
+        self._file.seek(offset)
+        rows: list[dict[str, t.Any]] = msgspec.json.decode(self._file.read(size))
+        self._rows -= count
+        self.requests_saved += 1
         return rows
 
 
@@ -140,8 +160,9 @@ class AIUsageStream(WindowedRESTStream):
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
         body = self.decoded_body(response)
         other = self.answers.streams.get(self.other_part)
-        if other is not None and other.selected:
-            self.answers.keep((*self._answer_key, self.other_part), body.get(self.other_part) or [])
+        if other is not None and other.selected and body.get(self.other_part) is not None:
+            # (A missing other list is not kept: the other stream will ask the API itself.)
+            self.answers.keep((*self._answer_key, self.other_part), body[self.other_part])
         yield from self._records(body.get(self.part) or [], self._answer_context, response)
 
     def _records(
@@ -204,10 +225,12 @@ class AIUsageStream(WindowedRESTStream):
                 raise ResponseShapeError(
                     describe_response_failure(response, f"'{part}' is not a list")
                 )
-        if body.get(ACCOUNT_PART) is None and body.get(CUSTOMER_PART) is None:
-            raise RetriableAPIError(
-                describe_response_failure(response, "neither usage list in a success"), response
-            )
+        if body.get(self.part) is None and body.get(self.other_part) != []:
+            # This stream's list missing beside rows in the other, or both missing, is a degraded
+            # answer, not zero usage: taking it as empty would drop this stream's figures for the
+            # period. Ask again. Missing beside an empty list: a period without usage.
+            msg = f"no {self.part!r} list in a success"
+            raise RetriableAPIError(describe_response_failure(response, msg), response)
 
 
 class AIAccountUsageStream(AIUsageStream):

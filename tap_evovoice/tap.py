@@ -93,6 +93,7 @@ class TapEvoVoice(BillingTap):
             password=str(self.config.get("password", "")),
             method=str(self.config.get("auth_method", "basic")),
             timeouts=common.timeouts(self.config),
+            ca_bundle=self.config.get("ca_bundle_path"),
         )
         answers = UsageAnswers(auth)
         streams: list[AIUsageStream] = [AIAccountUsageStream(self), AICustomerUsageStream(self)]
@@ -111,8 +112,14 @@ class TapEvoVoice(BillingTap):
             *common.validate_string_list(config, "customer_ids"),
             *common.validate_window_settings(config),
         ]
+        username = config.get("username")
+        if config.get("auth_method", "basic") == "basic" and ":" in str(username or ""):
+            # RFC 7617: HTTP Basic cannot carry a user-id holding a colon.
+            errors.append("username must not contain ':' with auth_method basic")
         for key in ("start_date", "end_date"):
             value = config.get(key)
+            if not isinstance(value, str) or not common.ISO_DATE.fullmatch(value):
+                continue  # missing, or already reported as not a date
             try:
                 moment = parse_timestamp(value) if value else None
             except (ValueError, OverflowError):
@@ -121,7 +128,7 @@ class TapEvoVoice(BillingTap):
                 hour=0, minute=0, second=0, microsecond=0
             ):
                 errors.append(
-                    f"{key} must be a whole day (midnight UTC): GetAIUsage counts whole days, got {value!r}"
+                    f"{key} must be a whole day (midnight UTC): GetAIUsage counts whole days, got {common.show(value)}"
                 )
         return errors
 

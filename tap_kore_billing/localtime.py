@@ -16,8 +16,11 @@ The documented rule for the two hours a year a local time does not name one inst
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from zoneinfo import ZoneInfo
+
+from billing_toolkit.timestamps import format_timestamp
 
 UTC = dt.timezone.utc
 _PATTERN = re.compile(
@@ -33,6 +36,15 @@ def local_candidates(text: str, zone: ZoneInfo) -> list[dt.datetime]:
     Raises:
         ValueError: if ``text`` is not ``MM-DD-YYYY h:mm:ss am|pm``.
     """
+    naive = parse_local(text)
+    offsets = _hour_offsets(zone, naive.replace(minute=0, second=0))
+    if offsets is not None:
+        return [(naive - offset).replace(tzinfo=UTC) for offset in offsets]
+    return _candidates(naive, zone)
+
+
+def parse_local(text: str) -> dt.datetime:
+    """The naive local time written ``MM-DD-YYYY h:mm:ss am|pm``; ValueError if it is not."""
     match = _PATTERN.match(text)
     if not match:
         msg = f"{text!r} is not a Kore.ai timestamp (MM-DD-YYYY h:mm:ss am|pm)"
@@ -42,7 +54,28 @@ def local_candidates(text: str, zone: ZoneInfo) -> list[dt.datetime]:
     if not 1 <= int(hour) <= 12:
         msg = f"{text!r} has an hour outside 1-12"
         raise ValueError(msg)
-    naive = dt.datetime(int(year), int(month), int(day), hour_24, int(minute), int(second))
+    return dt.datetime(int(year), int(month), int(day), hour_24, int(minute), int(second))
+
+
+@functools.lru_cache(maxsize=16384)
+def _hour_offsets(zone: ZoneInfo, hour: dt.datetime) -> tuple[dt.timedelta, ...] | None:
+    """The UTC offsets every local time of this hour can have (earliest instant first), or None
+    when they differ within the hour (a change that is not on the hour, e.g. Lord Howe's).
+
+    Local times are read thousands of times per hour of data: this keeps the zone arithmetic to
+    once per local hour.
+    """
+    first = _candidates(hour, zone)
+    last = _candidates(hour + dt.timedelta(minutes=59, seconds=59), zone)
+    offsets = tuple(hour - c.replace(tzinfo=None) for c in first)
+    if offsets != tuple(
+        hour + dt.timedelta(minutes=59, seconds=59) - c.replace(tzinfo=None) for c in last
+    ):
+        return None
+    return offsets
+
+
+def _candidates(naive: dt.datetime, zone: ZoneInfo) -> list[dt.datetime]:
     found = []
     for fold in (0, 1):
         instant = naive.replace(tzinfo=zone, fold=fold).astimezone(UTC)
@@ -53,26 +86,73 @@ def local_candidates(text: str, zone: ZoneInfo) -> list[dt.datetime]:
     return sorted(found)
 
 
-def resolve_start(
-    text: str, zone: ZoneInfo, start: dt.datetime, end: dt.datetime, not_after: dt.datetime
-) -> dt.datetime:
-    """A billing start: inside ``[start, end)`` and, the API listing newest first, not after the
-    session listed before it (``not_after``); the latest such instant."""
-    candidates = local_candidates(text, zone)
-    inside = [c for c in candidates if start <= c < end] or candidates
+def utc_readings(text: str, zone: ZoneInfo) -> list[str]:
+    """``local_candidates`` as canonical UTC texts (fixed width: their order is time order).
+
+    The common form (``MM-DD-YYYY h:mm:ss am``, whole-hour offsets) is read by slicing, with the
+    zone arithmetic done once per local hour; anything else takes the general path.
+    """
+    parts = text.split()
+    if len(parts) == 3:
+        day, clock, half = parts
+        pieces = clock.split(":")
+        if len(pieces) == 3:
+            hour, minute, second = pieces
+            if (
+                len(minute) == 2
+                and len(second) == 2
+                and clock.isascii()
+                and minute.isdigit()
+                and second.isdigit()
+                and minute < "60"
+                and second < "60"
+            ):
+                prefixes = _hour_prefixes(zone, day, hour, half)
+                if prefixes is not None:
+                    return [f"{prefix}:{minute}:{second}.000000+00:00" for prefix in prefixes]
+    return [format_timestamp(moment) for moment in local_candidates(text, zone)]
+
+
+@functools.lru_cache(maxsize=16384)
+def _hour_prefixes(zone: ZoneInfo, day: str, hour: str, half: str) -> tuple[str, ...] | None:
+    """``YYYY-MM-DDTHH`` of each UTC reading of one local hour, or None if the fast path does
+    not apply (an offset that is not whole hours, or a change within the hour)."""
+    if half not in {"am", "pm", "AM", "PM"}:
+        return None
+    try:
+        naive = parse_local(f"{day} {hour}:00:00 {half}")
+    except ValueError:
+        return None  # the general path raises the explanatory error
+    offsets = _hour_offsets(zone, naive)
+    if offsets is None or any(offset.total_seconds() % 3600 for offset in offsets):
+        return None
+    return tuple((naive - offset).strftime("%Y-%m-%dT%H") for offset in offsets)
+
+
+def resolve_start(text: str, zone: ZoneInfo, low: str, high: str, not_after: str) -> str:
+    """A billing start: inside ``[low, high)`` and, the API listing newest first, not after the
+    session listed before it (``not_after``); the latest such instant. All canonical UTC texts."""
+    candidates = utc_readings(text, zone)
+    if len(candidates) == 1:
+        return candidates[0]
+    inside = [c for c in candidates if low <= c < high] or candidates
     ordered = [c for c in inside if c <= not_after]
     return max(ordered) if ordered else min(inside)
 
 
-def resolve_not_after(text: str, zone: ZoneInfo, anchor: dt.datetime) -> dt.datetime:
+def resolve_not_after(text: str, zone: ZoneInfo, anchor: str) -> str:
     """A time that cannot follow ``anchor`` (a conversation's start): the latest such instant."""
-    candidates = local_candidates(text, zone)
+    candidates = utc_readings(text, zone)
+    if len(candidates) == 1:
+        return candidates[0]
     before = [c for c in candidates if c <= anchor]
     return max(before) if before else min(candidates)
 
 
-def resolve_not_before(text: str, zone: ZoneInfo, anchor: dt.datetime) -> dt.datetime:
+def resolve_not_before(text: str, zone: ZoneInfo, anchor: str) -> str:
     """A time that cannot precede ``anchor`` (an end): the earliest such instant."""
-    candidates = local_candidates(text, zone)
+    candidates = utc_readings(text, zone)
+    if len(candidates) == 1:
+        return candidates[0]
     after = [c for c in candidates if c >= anchor]
     return min(after) if after else max(candidates)

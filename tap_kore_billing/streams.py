@@ -13,14 +13,13 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
-from billing_toolkit.http import RollingRateLimiter, describe_response_failure
+from billing_toolkit.http import RollingRateLimiter, decode_item, describe_response_failure
 from billing_toolkit.stream import (
     ResponseShapeError,
     WindowedRESTStream,
     WindowQuery,
     WindowTooLarge,
 )
-from billing_toolkit.timestamps import format_timestamp
 from billing_toolkit.windows import DateWindow
 from tap_kore_billing.auth import KoreJWTAuth
 from tap_kore_billing.localtime import resolve_not_after, resolve_not_before, resolve_start
@@ -79,6 +78,8 @@ class BillingSessionsStream(WindowedRESTStream):
     #: skip/limit over a newest-first list: a session arriving mid-paging shifts later pages, so
     #: keys are emitted once per window and a window whose total moved is read again.
     dedupe_within_window = True
+    #: Pages of up to 10,000 sessions are kept as raw JSON and parsed one session at a time.
+    lazy_list_key = "sessions"
     window_rereads = 2
     path = "getBillingSessionsDetails"  # for metrics; get_url builds the scope's full route
     min_window = dt.timedelta(minutes=1)
@@ -238,18 +239,24 @@ class BillingSessionsStream(WindowedRESTStream):
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
         window = self.current_window
         assert window is not None  # pages are only read inside a window
-        for item in self.decoded_body(response).get("sessions") or []:
+        for raw in self.decoded_body(response).get("sessions") or []:
+            try:
+                item = decode_item(raw)
+            except ValueError as exc:
+                msg = f"a session is not valid JSON ({exc})"
+                raise ResponseShapeError(describe_response_failure(response, msg)) from None
             record = self._session(item, response, window)
             yield record
 
-    _order_anchor: dt.datetime = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    #: Canonical UTC text of the billing start listed before (the API lists newest first).
+    _order_anchor: str = "9999"
     _totals: set[int] = set()  # noqa: RUF012 - replaced per window in start_window
 
     def start_window(self, context: Context | None, window: DateWindow) -> None:
         super().start_window(context, window)
         # The API lists newest first: each billing start is at most the one listed before it,
         # within one partition's pass over one window.
-        self._order_anchor = window.end
+        self._order_anchor = window.end_text
         self._totals = set()
 
     def window_changed_while_read(self) -> bool:
@@ -259,28 +266,27 @@ class BillingSessionsStream(WindowedRESTStream):
         if not isinstance(item, dict) or not item.get("billingSessionId"):
             msg = f"a session without billingSessionId: {item!r}"
             raise ResponseShapeError(describe_response_failure(response, msg))
-        record = dict(item)
+        record = item  # a fresh dict from this page's JSON: its times are rewritten in place
         zone = self.zone
+        field = "billingSessionStartDateTime"
         try:
             start = resolve_start(
-                str(item.get("billingSessionStartDateTime")),
+                str(item.get(field)),
                 zone,
-                window.start,
-                window.end,
+                window.start_text,
+                window.end_text,
                 self._order_anchor,
             )
             self._order_anchor = start
-            record["billingSessionStartDateTime"] = format_timestamp(start)
-            if item.get("conversationSessionStartDateTime"):
-                moment = resolve_not_after(
-                    str(item["conversationSessionStartDateTime"]), zone, start
-                )
-                record["conversationSessionStartDateTime"] = format_timestamp(moment)
-            for key in ("conversationSessionEndDateTime", "billingSessionEndDateTime"):
-                if item.get(key):
-                    record[key] = format_timestamp(resolve_not_before(str(item[key]), zone, start))
+            record[field] = start
+            field = "conversationSessionStartDateTime"
+            if item.get(field):
+                record[field] = resolve_not_after(str(item[field]), zone, start)
+            for field in ("conversationSessionEndDateTime", "billingSessionEndDateTime"):
+                if item.get(field):
+                    record[field] = resolve_not_before(str(item[field]), zone, start)
         except ValueError as exc:
-            msg = f"session {item['billingSessionId']}: {exc}"
+            msg = f"session {item['billingSessionId']}: field {field!r}: {exc}"
             raise ResponseShapeError(describe_response_failure(response, msg)) from None
         return record
 

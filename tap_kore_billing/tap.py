@@ -123,13 +123,17 @@ class TapKoreBilling(BillingTap):
         zone = config.get("timezone", "UTC")
         try:
             ZoneInfo(str(zone))
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Etc", a too-long name
             errors.append(
-                f"timezone {zone!r} is not an IANA time zone name such as America/New_York"
+                f"timezone {common.show(zone)} is not an IANA time zone name such as America/New_York"
             )
         path = config.get("admin_path", DEFAULT_ADMIN_PATH)
         if not isinstance(path, str) or not path.startswith("/"):
-            errors.append(f"admin_path must be a path starting with '/', got {path!r}")
+            errors.append(f"admin_path must be a path starting with '/', got {common.show(path)}")
+        elif common.has_control(path) or any(ch.isspace() or ch in "?#" for ch in path):
+            errors.append(
+                f"admin_path must be a plain path (no white space, control characters, ? or #), got {common.show(path)}"
+            )
         for key, low, high in (
             ("page_size", 1, 10_000),
             ("max_requests_per_minute", 1, 60),
@@ -137,7 +141,9 @@ class TapKoreBilling(BillingTap):
         ):
             value = config.get(key)
             if value is not None and (not isinstance(value, int) or not low <= value <= high):
-                errors.append(f"{key} must be a whole number from {low} to {high}, got {value!r}")
+                errors.append(
+                    f"{key} must be a whole number from {low} to {high}, got {common.show(value)}"
+                )
         return errors
 
     def check_connection(self) -> str:

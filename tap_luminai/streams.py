@@ -115,7 +115,9 @@ class BillingEventsStream(WindowedRESTStream):
             raise ResponseShapeError(
                 describe_response_failure(response, f"an item is not an object: {item!r}")
             )
-        record: dict[str, t.Any] = {ALIASES.get(str(key), str(key)): v for key, v in item.items()}
+        record: dict[str, t.Any] = item  # a fresh dict from this page's JSON: renamed in place
+        if "datetime" in item or "event_type" in item:
+            record = {ALIASES.get(key) or key: value for key, value in item.items()}
         if not record.get("id") or not isinstance(record["id"], str):
             raise ResponseShapeError(
                 describe_response_failure(response, f"an item has no id: {item!r}")
