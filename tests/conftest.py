@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import sys
 import typing as t
 
 import pytest
 
 from billing_sandbox.server import SandboxServer
-from tests.support import assert_no_secrets, evo_sandbox, kore_sandbox, lumin_sandbox
+from tests.support import (
+    ROOT,
+    assert_no_secrets,
+    evo_sandbox,
+    find_secrets,
+    kore_sandbox,
+    lumin_sandbox,
+)
 
 
 def _sandboxes(
@@ -42,7 +50,37 @@ def evo() -> t.Iterator[t.Callable[..., SandboxServer]]:
 
 
 @pytest.fixture(autouse=True)
-def _no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> t.Iterator[None]:
-    """Whatever a test logs in-process is checked for every test secret."""
+def _no_secret_in_output(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> t.Iterator[None]:
+    """Whatever a test logs or prints (its own file descriptors included) is checked for every
+    test secret. Tap processes are checked where they are run (``run_tap`` and friends)."""
     yield
-    assert_no_secrets(caplog.text)
+    out, err = capfd.readouterr()
+    sys.stdout.write(out)  # handed back to pytest's capture, shown if the test failed
+    sys.stderr.write(err)
+    assert_no_secrets(caplog.text, out, err)
+
+
+#: Files that hold secrets by design: the configs and environments the tests give the taps.
+_SECRET_BY_DESIGN = ("config.json", ".env", "sandbox.env")
+#: Where runs leave logs, state and output inside the project (Meltano's logs and system database).
+_PROJECT_OUTPUTS = (".meltano/logs", ".meltano/run", ".meltano/meltano.db", "output", "build")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_files(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[None]:
+    """At the end of the session, every file the tests left (state, logs, captured output, the
+    warehouses, Meltano's system database) is searched for every test secret."""
+    yield
+    roots = [tmp_path_factory.getbasetemp(), *(ROOT / p for p in _PROJECT_OUTPUTS)]
+    leaks = []
+    for root in roots:
+        files = [root] if root.is_file() else sorted(root.rglob("*")) if root.exists() else []
+        for path in files:
+            if not path.is_file() or path.name.endswith(_SECRET_BY_DESIGN):
+                continue
+            found = find_secrets(path.read_bytes().decode("utf-8", "replace"))
+            if found:
+                leaks.append(f"{path}: {found}")
+    assert not leaks, "secret(s) found in files the tests left:\n" + "\n".join(leaks)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from billing_sandbox.kore import KoreAPI, KoreSettings, generate_sessions
 from billing_sandbox.luminai import LuminAPI, LuminSettings, generate_events
 from billing_sandbox.server import SandboxServer
 
+#: The project's root directory.
+ROOT = Path(__file__).resolve().parent.parent
 UTC = dt.timezone.utc
 START = dt.datetime(2024, 1, 1, tzinfo=UTC)
 END = dt.datetime(2024, 4, 1, tzinfo=UTC)
@@ -135,7 +138,9 @@ def evo_sandbox(
     **settings: object,
 ) -> SandboxServer:
     rows = generate_usage(seed=seed, start=dt.date(2023, 12, 1), end=dt.date(2024, 5, 1))
-    api = EvoAPI(rows, EvoSettings(username=EVO_USERNAME, password=EVO_PASSWORD, **settings))  # type: ignore[arg-type]
+    api = track_evo(
+        EvoAPI(rows, EvoSettings(username=EVO_USERNAME, password=EVO_PASSWORD, **settings))  # type: ignore[arg-type]
+    )
     return SandboxServer(api, faults=FaultPlan(faults or [], stall_seconds=stall_seconds)).start()
 
 
@@ -223,15 +228,19 @@ def run_tap(
     *extra: str,
     module: str = "tap_luminai",
     timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> TapRun:
-    """Run the tap as its own process, as Meltano would, and parse what it printed."""
+    """Run the tap as its own process, as Meltano would, and parse what it printed.
+
+    ``env``: variables to set (over this process's environment) for this run only.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(
             tap_command(module, config, state, Path(tmp), *extra),
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=_env(),
+            env={**_env(), **(env or {})},
             check=False,
         )
     run = TapRun(result.returncode, result.stdout, result.stderr, parse_messages(result.stdout))
@@ -283,7 +292,30 @@ def _env() -> dict[str, str]:
     return env
 
 
+#: The Evo Voice sandboxes of this test session: the session cookies they issue are secrets too.
+_EVO_APIS: weakref.WeakSet[EvoAPI] = weakref.WeakSet()
+_issued: set[str] = set()
+
+
+def track_evo(api: EvoAPI) -> EvoAPI:
+    """Count the session ids this Evo Voice sandbox issues among the test secrets."""
+    _EVO_APIS.add(api)
+    return api
+
+
+def secret_values() -> tuple[str, ...]:
+    """Every secret the tests use: the fixed credentials, and every session id a sandbox issued."""
+    for api in list(_EVO_APIS):
+        _issued.update(api.issued_sessions)
+    return (*SECRETS, *sorted(_issued))
+
+
+def find_secrets(text: str) -> list[str]:
+    """Which test secrets occur in ``text`` (masked in the answer: first 4 characters)."""
+    return [secret[:4] + "..." for secret in secret_values() if secret in text]
+
+
 def assert_no_secrets(*outputs: str) -> None:
     for output in outputs:
-        for secret in SECRETS:
-            assert secret not in output, "a secret appeared in the tap's output"
+        found = find_secrets(output)
+        assert not found, f"secret(s) {found} appeared in the output"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -335,3 +336,27 @@ def test_without_paging_or_total_a_full_page_is_split_not_trusted(kore):
     run = kore_run(kore_config(server, page_size=40))
     assert_exact(run, server)
     assert "no total and no paging" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "zone", ["America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "America/St_Johns"]
+)
+def test_the_fast_readings_of_local_times_agree_with_the_zone_rules(zone):
+    # Local times are read by slicing, with the zone arithmetic cached per local hour; both must
+    # agree with the arithmetic done afresh, across both DST changes of two years (Lord Howe's is
+    # 30 minutes, India's and Newfoundland's offsets are not whole hours).
+    from billing_toolkit.timestamps import format_timestamp
+    from tap_kore_billing import localtime
+
+    tz = ZoneInfo(zone)
+    moment, differ = dt.datetime(2023, 1, 1), []
+    while moment < dt.datetime(2025, 1, 1):
+        text = f"{moment:%m-%d-%Y} {moment.hour % 12 or 12}:{moment:%M:%S} " + (
+            "am" if moment.hour < 12 else "pm"
+        )
+        want = [format_timestamp(c) for c in localtime._candidates(moment, tz)]
+        got = [format_timestamp(c) for c in localtime.local_candidates(text, tz)]
+        if localtime.utc_readings(text, tz) != want or got != want:
+            differ.append(text)
+        moment += dt.timedelta(minutes=23, seconds=7)
+    assert differ == []

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
+import json
 
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
@@ -34,9 +37,9 @@ TestTapLuminai = get_tap_test_class(
 def standard_run(tap_class, config) -> tuple[list[dict], dict]:
     """Records and final state of one in-process run (the SDK's runner keeps no final state)."""
     tap = tap_class(config=config)
-    messages: list[dict] = []
-    tap.message_writer.write_message = lambda m: messages.append(m.to_dict())
-    tap.sync_all()
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        tap.sync_all()
+    messages = [json.loads(line) for line in out.getvalue().splitlines()]
     records = [m["record"] for m in messages if m["type"] == "RECORD"]
     return records, [m for m in messages if m["type"] == "STATE"][-1]["value"]
 
