@@ -32,6 +32,7 @@ from tests.support import (
     KORE_END,
     KORE_START,
     LUMIN_TYPES,
+    ROOT,
     START,
     _env,
 )
@@ -192,21 +193,6 @@ def summary(config: pytest.Config) -> Summary:
     return plugin
 
 
-#: Runs the command given after its first argument, then writes the peak RSS of that child (KiB)
-#: to the file named by its first argument and exits with the child's code. Why a launcher: a child
-#: started straight from the test process inherits, in ``ru_maxrss``, the test process's own peak
-#: (Linux records the high-water mark of the address space it leaves at exec, and ``subprocess``
-#: starts children with vfork, sharing the parent's). The test process holds the sandbox's
-#: dataset, a gigabyte at 1M records; this small launcher holds nothing.
-LAUNCHER = """
-import resource, subprocess, sys
-code = subprocess.call(sys.argv[2:])
-with open(sys.argv[1], "w") as out:
-    out.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-sys.exit(code if code >= 0 else 128 - code)
-"""
-
-
 @dataclass
 class MeasuredRun:
     """A tap process run to its end with its output in files, and what it cost."""
@@ -222,18 +208,21 @@ class MeasuredRun:
 
 def run_measured(command: list[str], directory: Path, *, timeout: float) -> MeasuredRun:
     """Run ``command`` with stdout and stderr in files (a 1M-record output never sits in memory),
-    through ``LAUNCHER`` so that its own peak RSS is known, not the test process's.
+    through ``bench.spawn`` so that its own peak RSS is known, not the test process's (a child
+    started straight from the test process reports at least the test process's peak, and the test
+    process holds the sandbox's dataset).
 
     After ``timeout`` seconds the whole process group is killed: a hung run fails the test instead
     of hanging it.
     """
     stdout_path, stderr_path = directory / "stdout.jsonl", directory / "stderr.log"
-    rss_path = directory / "peak_rss_kib"
+    report_path = directory / "spawn.json"
     timed_out = False
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         started = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, str(rss_path), *command],
+            [sys.executable, "-m", "bench.spawn", str(report_path), *command],
+            cwd=ROOT,
             stdout=out,
             stderr=err,
             env=_env(),
@@ -246,7 +235,7 @@ def run_measured(command: list[str], directory: Path, *, timeout: float) -> Meas
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         wall = time.monotonic() - started
-    peak = int(rss_path.read_text()) if rss_path.exists() else 0
+    peak = json.loads(report_path.read_text())["peak_rss_kb"] if report_path.exists() else 0
     return MeasuredRun(
         returncode=process.returncode,
         wall_seconds=wall,
