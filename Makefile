@@ -61,14 +61,10 @@ clean:
 
 # make bench: the benchmark harness (issue 7), not part of make test. It measures each tap against
 # pre-built sandbox pages and writes docs/benchmarks.{json,md,png}; run it on a quiet machine.
-# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS='--sizes 10000 --repeats 1 --out /tmp/bench'
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS='--sizes 10000 --repeats 1 --out build/bench'
 # (python -m bench --help lists them).
 BENCH_ARGS ?=
-$(BIN)/.installed-bench: pyproject.toml $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
-	touch $@
-
-bench: $(BIN)/.installed-bench
+bench: install
 	BENCH_ARGS="$(BENCH_ARGS)" $(BIN)/python -m bench $(BENCH_ARGS)
 
 readme: install
