@@ -25,6 +25,7 @@ from singer_sdk import typing as th
 from billing_toolkit.http import RetryPolicy, Timeouts
 from billing_toolkit.secrets import MIN_SECRET_LENGTH
 from billing_toolkit.timestamps import parse_timestamp, utc_now
+from billing_toolkit.transport import trust_context
 
 if t.TYPE_CHECKING:
     from jsonschema import ValidationError
@@ -288,8 +289,7 @@ def validate_ca_bundle(config: t.Mapping[str, t.Any], key: str = "ca_bundle_path
     if PEM_CERTIFICATE_MARKER not in content:
         return [f"{key}: {value!r} holds no PEM certificate (no -----BEGIN CERTIFICATE----- block)"]
     try:
-        # As the transport loads it (text around the PEM blocks, e.g. comments, is allowed).
-        ssl.create_default_context().load_verify_locations(cafile=value)
+        trust_context(value)  # loaded exactly as the transport will load it
     except (ssl.SSLError, OSError) as exc:
         return [f"{key}: {value!r} holds a certificate that cannot be loaded ({exc})"]
     return []

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,33 +256,74 @@ def run_tap_killed_after_states(
     module: str = "tap_luminai",
 ) -> TapRun:
     """Run the tap and SIGKILL it as soon as it has printed ``states_before_kill`` STATE lines."""
+    return run_tap_interrupted(config, state, module=module, after_states=states_before_kill)
+
+
+def run_tap_interrupted(
+    config: dict,
+    state: dict | None = None,
+    *,
+    module: str = "tap_luminai",
+    after_lines: int | None = None,
+    after_states: int | None = None,
+    after_seconds: float | None = None,
+    signum: int = signal.SIGKILL,
+) -> TapRun:
+    """Run the tap and send it ``signum`` after it printed ``after_lines`` lines (0: at once) or
+    ``after_states`` STATE lines, or ``after_seconds`` after its start, whichever comes first.
+
+    Everything it wrote before it ended is kept (a target reading the pipe would have received it);
+    a line cut short by SIGKILL is dropped by ``parse_messages``. A run still going 120 s after the
+    signal was due is killed.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        process = subprocess.Popen(
-            tap_command(module, config, state, Path(tmp)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=_env(),
-        )
+        directory = Path(tmp)
+        stderr_path = directory / "stderr.log"
+        with stderr_path.open("wb") as stderr:
+            process = subprocess.Popen(
+                tap_command(module, config, state, directory),
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=_env(),
+            )
         assert process.stdout is not None
+        lock = threading.Lock()
+
+        def interrupt() -> None:
+            with lock:
+                if process.returncode is None:
+                    process.send_signal(signum)
+
+        timer = threading.Timer(after_seconds or 0.0, interrupt)
+        if after_seconds is not None:
+            timer.start()
+        watchdog = threading.Timer(120 + (after_seconds or 0.0), process.kill)
+        watchdog.start()
         lines: list[str] = []
-        seen = 0
-        deadline = time.monotonic() + 120
-        for line in process.stdout:
-            lines.append(line)
-            if '"type":"STATE"' in line.replace(" ", ""):
-                seen += 1
-                if seen >= states_before_kill:
-                    os.kill(process.pid, signal.SIGKILL)
+        states = 0
+        if after_lines == 0:
+            interrupt()
+        else:
+            for line in process.stdout:
+                lines.append(line)
+                states += '"type":"STATE"' in line.replace(" ", "")
+                if (after_lines is not None and len(lines) >= after_lines) or (
+                    after_states is not None and states >= after_states
+                ):
+                    interrupt()
                     break
-            if time.monotonic() > deadline:
-                break
-        process.kill()
         rest = process.stdout.read()
-        process.wait()
-    stdout = "".join(lines) + rest
-    assert_no_secrets(stdout)
-    return TapRun(process.returncode, stdout, "", parse_messages(stdout))
+        for each in (timer, watchdog):
+            each.cancel()
+            if each.is_alive():
+                each.join()
+        with lock:
+            process.wait()
+        stdout = "".join(lines) + rest
+        stderr_text = stderr_path.read_text(errors="replace")
+    assert_no_secrets(stdout, stderr_text)
+    return TapRun(process.returncode, stdout, stderr_text, parse_messages(stdout))
 
 
 def _env() -> dict[str, str]:

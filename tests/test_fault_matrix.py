@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import random
 import signal
-import subprocess
 import typing as t
 from dataclasses import dataclass
 
@@ -37,17 +36,14 @@ from tests.reliability import (
 from tests.support import (
     EVO_START,
     TapRun,
-    _env,
-    assert_no_secrets,
     evo_config,
     evo_sandbox,
     kore_config,
     kore_sandbox,
     lumin_config,
     lumin_sandbox,
-    parse_messages,
     run_tap,
-    tap_command,
+    run_tap_interrupted,
 )
 
 
@@ -335,7 +331,7 @@ def test_a_429_storm_longer_than_one_backoff_is_waited_out(tap: str) -> None:
 
 
 @pytest.mark.parametrize("tap", list(CASES))
-def test_sigterm_at_random_moments_never_leaves_a_state_ahead_of_its_records(tap, tmp_path):
+def test_sigterm_at_random_moments_never_leaves_a_state_ahead_of_its_records(tap):
     # SIGTERM (an orchestrator stopping the task) at random output lines: the tap exits 143 and
     # whatever it printed has every STATE after the records it claims, even when the signal lands
     # while buffered records are being written.
@@ -347,23 +343,12 @@ def test_sigterm_at_random_moments_never_leaves_a_state_ahead_of_its_records(tap
         lines = len(reference.stdout.splitlines())
         for _ in range(8):
             server.reset_counters()
-            process = subprocess.Popen(
-                tap_command(case.module, case.config(server), None, tmp_path),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=_env(),
+            run = run_tap_interrupted(
+                case.config(server),
+                module=case.module,
+                after_lines=rng.randrange(1, lines),
+                signum=signal.SIGTERM,
             )
-            assert process.stdout is not None
-            printed = []
-            stop_after = rng.randrange(1, lines)
-            for line in process.stdout:
-                printed.append(line)
-                if len(printed) == stop_after:
-                    process.send_signal(signal.SIGTERM)
-            process.wait()
-            stdout = b"".join(printed).decode()
-            assert_no_secrets(stdout)
-            run = TapRun(process.returncode, stdout, "", parse_messages(stdout))
             assert run.returncode in {0, 128 + signal.SIGTERM}
             assert_no_state_ahead(case, case.truth(server), run)
     finally:

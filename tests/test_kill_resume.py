@@ -20,14 +20,10 @@ import json
 import random
 import signal
 import statistics
-import subprocess
-import tempfile
-import threading
 import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -48,17 +44,14 @@ from tests.support import (
     EVO_END,
     EVO_START,
     TapRun,
-    _env,
-    assert_no_secrets,
     evo_config,
     evo_sandbox,
     kore_config,
     kore_sandbox,
     lumin_config,
     lumin_sandbox,
-    parse_messages,
     run_tap,
-    tap_command,
+    run_tap_interrupted,
 )
 
 #: Trials per tap. At least 50 must be real kills (the process still running when SIGKILL landed).
@@ -163,52 +156,6 @@ def draw_kill(rng: random.Random, reference: Reference, strategy: str) -> KillPo
     return KillPoint(strategy, after_lines=rng.randrange(low, reference.lines))
 
 
-def run_killed(module: str, config: dict[str, t.Any], kill: KillPoint) -> TapRun:
-    """Start the tap and SIGKILL it at ``kill``; everything it wrote before dying is kept (a target
-    reading the pipe would have received it), a line cut short is dropped by ``parse_messages``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        stderr_path = directory / "stderr.log"
-        with stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                tap_command(module, config, None, directory),
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-                env=_env(),
-            )
-        assert process.stdout is not None
-        lock = threading.Lock()
-
-        def sigkill() -> None:
-            with lock:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGKILL)
-
-        timer = threading.Timer(kill.after_seconds or 0.0, sigkill)
-        if kill.after_seconds is not None:
-            timer.start()
-        lines: list[str] = []
-        if kill.after_lines == 0:
-            sigkill()
-        else:
-            for line in process.stdout:
-                lines.append(line)
-                if kill.after_lines is not None and len(lines) >= kill.after_lines:
-                    sigkill()
-                    break
-        rest = process.stdout.read()
-        timer.cancel()
-        if timer.is_alive():
-            timer.join()
-        with lock:
-            process.wait()
-        stdout = "".join(lines) + rest
-        stderr_text = stderr_path.read_text(errors="replace")
-    assert_no_secrets(stdout, stderr_text)
-    return TapRun(process.returncode, stdout, stderr_text, parse_messages(stdout))
-
-
 # -- one trial ----------------------------------------------------------------------------------------
 
 
@@ -305,7 +252,12 @@ def run_trial(case: TapCase, reference: Reference, seed: int) -> Trial:
     server = case.start_sandbox()
     try:
         config = case.configure(server)
-        killed = run_killed(case.module, config, kill)
+        killed = run_tap_interrupted(
+            config,
+            module=case.module,
+            after_lines=kill.after_lines,
+            after_seconds=kill.after_seconds,
+        )
         resumed = run_tap(config, killed.last_state, module=case.module)
         truth = case.truth(server)
     finally:
