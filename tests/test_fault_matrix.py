@@ -349,7 +349,9 @@ def test_sigterm_at_random_moments_never_leaves_a_state_ahead_of_its_records(tap
                 after_lines=rng.randrange(1, lines),
                 signum=signal.SIGTERM,
             )
-            assert run.returncode in {0, 128 + signal.SIGTERM}
+            # 143: stopped by its handler; -15: the signal came while the interpreter was starting
+            # or shutting down, outside Python's handler; 0: it had finished.
+            assert run.returncode in {0, 128 + signal.SIGTERM, -signal.SIGTERM}
             assert_no_state_ahead(case, case.truth(server), run)
     finally:
         server.stop()
