@@ -127,8 +127,8 @@ def kore(config: dict, session: requests.Session, write: t.Callable[[str], t.Any
                 sessions = body["sessions"]
                 _emit(write, "billing_sessions", sessions)
                 skip += len(sessions)
-                if not body.get("moreAvailable") or not sessions or skip >= body.get("total", 0):
-                    break
+                if body.get("moreAvailable") is not True or not sessions:
+                    break  # total is not read: it may count the page only
 
 
 def evovoice(config: dict, session: requests.Session, write: t.Callable[[str], t.Any]) -> None:
@@ -142,8 +142,15 @@ def evovoice(config: dict, session: requests.Session, write: t.Callable[[str], t
         params = {"startDate": text, "endDate": text}
         body = session.get(url, params=params, timeout=TIMEOUT).json()
         period = {"startDate": text, "endDate": text}
-        _emit(write, "ai_account_usage", ({**row, **period} for row in body["accountUsage"]))
-        _emit(write, "ai_customer_usage", ({**row, **period} for row in body["customerUsage"]))
+        # An absent or null list is a period without usage.
+        _emit(
+            write, "ai_account_usage", ({**row, **period} for row in body.get("accountUsage") or [])
+        )
+        _emit(
+            write,
+            "ai_customer_usage",
+            ({**row, **period} for row in body.get("customerUsage") or []),
+        )
         day += dt.timedelta(days=1)
 
 

@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     kore.add_argument("--timezone", default="UTC", help="zone the timestamps are rendered in")
     kore.add_argument("--no-paging", action="store_true", help="play the older API without paging")
     kore.add_argument("--page-cap", type=int, default=100, help="largest limit the API honours")
+    kore.add_argument(
+        "--total-counts",
+        choices=["page", "matches"],
+        default="page",
+        help="what total counts: the sessions on the page (as the documented samples) or all matches",
+    )
     kore.add_argument("--fault", action="append", default=[], metavar="RULE")
     kore.add_argument("--fault-seed", type=int, default=0)
     kore.add_argument(
@@ -107,7 +113,10 @@ def _api(args: argparse.Namespace) -> tuple[SandboxAPI, str, dict[str, str]]:
             )
         )
         kore = KoreSettings(
-            timezone=args.timezone, paging=not args.no_paging, page_cap=args.page_cap
+            timezone=args.timezone,
+            paging=not args.no_paging,
+            page_cap=args.page_cap,
+            total_counts=args.total_counts,
         )
         credentials = {"client_id": kore.client_id, "client_secret": kore.client_secret}
         return KoreAPI(sessions, kore), "", credentials

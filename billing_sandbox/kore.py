@@ -8,11 +8,16 @@
 - ``fromDate``/``toDate`` as ``yyyy-mm-dd`` (read as GMT) or ``yyyy-mm-ddThh:mm:ss.mssZ``; a range
   longer than ``max_window_days`` is a 400. Sessions whose billing start lies in ``[from, to)``.
 - Newest first. Paging by ``skip``/``limit`` (``limit`` capped) with ``total`` and ``moreAvailable``;
-  or the older mode without paging: at most ``legacy_cap`` sessions while ``total`` counts all.
+  or the older mode without paging: at most ``legacy_cap`` sessions.
+- What ``total`` counts is never defined by the docs; both documented samples read as if it were the
+  sessions *on the page* (the seed's ``total: 2`` with two sessions, the current docs' ``total: 5,
+  moreAvailable: true`` with five). ``total_counts`` plays either reading: ``"page"`` (the default,
+  as the samples show) or ``"matches"`` (every session matching the query).
 - Timestamps like ``03-10-2021 2:05:03 pm``: month first, 12-hour clock, no zone, rendered in a
   configurable time zone (so ambiguous around a daylight-saving change).
-- A rolling rate limiter per bot (or per account on the Admin path): 429 with the documented
-  message and no Retry-After.
+- A rolling rate limiter per bot on the Bot Builder route, per account on the Admin route (the
+  documented limits are "per bot, or per account for Admin APIs"): 429 with the documented message
+  and no Retry-After.
 """
 
 from __future__ import annotations
@@ -131,8 +136,11 @@ class KoreSettings:
     page_cap: int = 100
     default_limit: int = 50
     legacy_cap: int = 100
-    #: Whether the older mode says how many sessions matched (``total``).
+    #: Whether the older mode sends ``total`` at all.
     legacy_total: bool = True
+    #: What ``total`` counts: ``"page"`` (the sessions of this answer, as the documented samples
+    #: read) or ``"matches"`` (every session matching the query).
+    total_counts: str = "page"
     #: Rolling limits per bot (or per account on the Admin path): (requests, seconds) pairs.
     rate_limits: list[tuple[int, float]] = field(
         default_factory=lambda: [(60, 60.0), (1800, 3600.0)]
@@ -214,7 +222,7 @@ class KoreAPI:
         if not isinstance(body, dict):
             return self.error_body(400, "Invalid JSON body")
         bot = match.group("bot") if match else body.get("botId")
-        if self._over_limit(bot or "admin-account"):
+        if self._over_limit(match.group("bot") if match else "admin-account"):
             self.rate_limited += 1
             return self.error_body(self.settings.rate_limit_status, RATE_LIMIT_MESSAGE, 429)
         try:
@@ -272,22 +280,23 @@ class KoreAPI:
             if (not bot or s.botId == bot) and (not channel or s.channel == channel)
         ]
         matching.reverse()  # newest first
-        total = len(matching)
         if not self.settings.paging:
-            answer: dict = {
-                "sessions": [self._render(s) for s in matching[: self.settings.legacy_cap]]
-            }
+            page = matching[: self.settings.legacy_cap]
+            answer: dict = {"sessions": [self._render(s) for s in page]}
             if self.settings.legacy_total:
-                answer["total"] = total
+                answer["total"] = self._total(page, matching)
             return answer
         skip = int(body.get("skip") or 0)
         limit = min(int(body.get("limit") or self.settings.default_limit), self.settings.page_cap)
         page = matching[skip : skip + limit]
         return {
-            "total": total,
-            "moreAvailable": skip + len(page) < total,
+            "total": self._total(page, matching),
+            "moreAvailable": skip + len(page) < len(matching),
             "sessions": [self._render(s) for s in page],
         }
+
+    def _total(self, page: list[KoreSession], matching: list[KoreSession]) -> int:
+        return len(page) if self.settings.total_counts == "page" else len(matching)
 
     def _render(self, s: KoreSession) -> dict[str, str]:
         return {

@@ -395,11 +395,14 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         """The records of one window: every page of it, keeping only items inside it.
 
         With ``dedupe_within_window``, a key met twice in the window is emitted once (offset paging
-        repeats items when the data moves); a window whose content moved is read again up to
-        ``window_rereads`` times, so that items shifted past a page boundary are not missed.
+        repeats items when the data moves). A window whose content moved while it was read is read
+        again, up to ``window_rereads`` times, so that an item that arrived ahead of the pages
+        already read is not missed. Moved means: a key met twice within one pass (the list shifted
+        under the offsets), or :meth:`window_changed_while_read` says so.
         """
         low, high = query.window.start_text, query.window.end_text
-        seen: set[t.Any] | None = set() if self.dedupe_within_window else None
+        #: key -> the last pass that met it.
+        seen: dict[t.Any, int] | None = {} if self.dedupe_within_window else None
         keys = tuple(self.primary_keys or ())
         single = keys[0] if len(keys) == 1 else None  # a bare value, not a 1-tuple: less memory
         outside = repeated = 0
@@ -407,6 +410,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         for attempt in range(1 + self.window_rereads):
             self.start_window(context, query.window)
             self._pages_in_pass = self._items_on_page = self._empty_pages_in_a_row = 0
+            shifted = False
             for item in self.request_records(query.as_context(context)):
                 self._items_on_page += 1
                 try:
@@ -418,18 +422,21 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                     continue
                 if seen is not None:
                     key = record.get(single) if single else tuple(record.get(k) for k in keys)
-                    if key in seen:
+                    previous = seen.get(key)
+                    seen[key] = attempt
+                    if previous is not None:
                         repeated += 1
+                        shifted = shifted or previous == attempt
                         continue
-                    seen.add(key)
                 yield record
-            if not self.window_changed_while_read():
+            if not (shifted or self.window_changed_while_read()):
                 break
             self.logger.warning(
-                "%s: window %s changed while it was read (pass %d); reading it again",
+                "%s: window %s changed while it was read (pass %d%s); reading it again",
                 self.name,
                 query.window,
                 attempt + 1,
+                ": an item came twice" if shifted else "",
             )
         if repeated:
             self.logger.info(
@@ -484,10 +491,14 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
 
     def probe(
         self, context: Context | None, window: DateWindow, keys: tuple[str, ...] = ()
-    ) -> None:
-        """Read the first page of one window and no more: a cheap connection test."""
+    ) -> requests.Response | None:
+        """Read the first page of one window and no more: a cheap connection test.
+
+        Returns the answer that was read (validated), for a test that shows what it held.
+        """
         self.start_window(context, window)
         next(iter(self.request_records(WindowQuery(window, keys).as_context(context))), None)
+        return self._last_response
 
     def _split(self, window: DateWindow, signal: WindowTooLarge) -> list[DateWindow]:
         middle = window.start + (window.end - window.start) / 2

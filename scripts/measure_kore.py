@@ -4,12 +4,17 @@
 
 1. Requests per 10,000 billing sessions (one bot, one year, default window and page size).
 2. The plan the tap logs for a 2-year backfill of 5 bots at the default throttle, and that run.
+3. Sessions delivered out of those in the sandbox under each reading of the undocumented ``total``
+   (the sessions on the page, as the documented samples read, or every match), 2 bots, 90 days.
+
+``--only-total`` runs the third part alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 
 from measured_run import run_tap
 
@@ -21,8 +26,8 @@ UTC = dt.timezone.utc
 SETTINGS = KoreSettings(rate_limits=[(60, 60.0), (1800, 3600.0)])
 
 
-def run(sessions: list, config: dict) -> dict:
-    api = KoreAPI(sessions, SETTINGS)
+def run(sessions: list, config: dict, settings: KoreSettings = SETTINGS) -> dict:
+    api = KoreAPI(sessions, settings)
     with SandboxServer(api, faults=FaultPlan(), keep_log=False) as server:
         run = run_tap(
             "tap_kore_billing",
@@ -45,7 +50,30 @@ def run(sessions: list, config: dict) -> dict:
     }
 
 
+def total_readings() -> None:
+    start, end = dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 3, 31, tzinfo=UTC)
+    bots = ("st-measure-0001", "st-measure-0002")
+    sessions = generate_sessions(seed=3, conversations=1900, start=start, end=end, bots=bots)
+    for reading in ("page", "matches"):
+        settings = KoreSettings(total_counts=reading, rate_limits=[(10_000, 1.0)])
+        result = run(
+            sessions,
+            {
+                "bot_ids": list(bots),
+                "start_date": start.isoformat(),
+                "end_date": end.isoformat(),
+                "max_requests_per_minute": 60,
+            },
+            settings,
+        )
+        del result["plan"]
+        print(f"total counts {reading}:", json.dumps(result))
+
+
 def main() -> None:
+    if "--only-total" in sys.argv:
+        total_readings()
+        return
     start, end = dt.datetime(2023, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 1, tzinfo=UTC)
     bot = ("st-measure-0001",)
     sessions = generate_sessions(seed=1, conversations=8200, start=start, end=end, bots=bot)[
@@ -82,6 +110,7 @@ def main() -> None:
             indent=2,
         ),
     )
+    total_readings()
 
 
 if __name__ == "__main__":

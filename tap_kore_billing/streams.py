@@ -38,12 +38,26 @@ API_MAX_DAYS = 90
 #: The largest window the tap plans: the API limit less a day, for the guard and for APIs that
 #: count the toDate day in full.
 MAX_WINDOW_DAYS = API_MAX_DAYS - 1
+#: The four zone-less local times of a session.
+LOCAL_TIME_FIELDS = (
+    "billingSessionStartDateTime",
+    "billingSessionEndDateTime",
+    "conversationSessionStartDateTime",
+    "conversationSessionEndDateTime",
+)
 #: Text of the documented rate-limit error, recognised under any status.
 RATE_LIMIT_TEXT = "rate limit for this api has been reached"
 
 
 class SkipLimitPaginator(BaseAPIPaginator[int]):
-    """``skip``/``limit`` paging: on while ``moreAvailable`` says so and ``skip`` is below ``total``."""
+    """``skip``/``limit`` paging, on while ``moreAvailable`` says so.
+
+    ``total`` never ends paging: what it counts is not documented, and both documented samples carry
+    the number of sessions *on the page* (the seed's ``total: 2`` with two sessions, the current
+    docs' ``total: 5, moreAvailable: true`` with five), so ``skip + page >= total`` would stop after
+    the first page. An answer without ``moreAvailable`` (older API) is one page: ``validate_body``
+    decides whether it can be complete.
+    """
 
     def __init__(self, stream: BillingSessionsStream) -> None:
         super().__init__(0)
@@ -51,24 +65,26 @@ class SkipLimitPaginator(BaseAPIPaginator[int]):
 
     def get_next(self, response: requests.Response) -> int | None:
         body = self._stream.decoded_body(response)
-        sessions = body.get("sessions") or []
-        if not body.get("moreAvailable"):
+        if body.get("moreAvailable") is not True:
             return None
+        sessions = body.get("sessions") or []
         if not sessions:
             msg = "moreAvailable is true on an empty page: paging would never advance"
             raise ResponseShapeError(describe_response_failure(response, msg))
-        following = self.current_value + len(sessions)
-        total = body.get("total")
-        if isinstance(total, int) and following >= total:
-            return None
-        return following
+        return self.current_value + len(sessions)
 
     def continue_if_empty(self, response: requests.Response) -> bool:
         return True
 
 
 class BillingSessionsStream(WindowedRESTStream):
-    """Kore.ai billing sessions, one record per ``billingSessionId``, API field names kept."""
+    """Kore.ai billing sessions, one record per ``billingSessionId``, API field names kept.
+
+    Scope ``bot``: the Bot Builder route of each bot in ``bot_ids``. Scope ``admin``: the Admin
+    route, each bot in ``bot_ids`` named by ``botId`` in the body, or every bot of the account when
+    ``bot_ids`` is empty. Either way each bot is its own partition (``{"botId": ...}``), so a change
+    of scope keeps the bookmarks.
+    """
 
     name = "billing_sessions"
     primary_keys = ("billingSessionId",)
@@ -76,7 +92,7 @@ class BillingSessionsStream(WindowedRESTStream):
     window_field = "billingSessionStartDateTime"
     http_method = "POST"
     #: skip/limit over a newest-first list: a session arriving mid-paging shifts later pages, so
-    #: keys are emitted once per window and a window whose total moved is read again.
+    #: keys are emitted once per window and a window whose listing moved is read again.
     dedupe_within_window = True
     #: Pages of up to 10,000 sessions are kept as raw JSON and parsed one session at a time.
     lazy_list_key = "sessions"
@@ -108,13 +124,27 @@ class BillingSessionsStream(WindowedRESTStream):
     def url_base(self) -> str:
         return str(self.config.get("api_url", "https://platform.kore.ai")).rstrip("/")
 
+    @cached_property
+    def scope(self) -> str:
+        """``bot`` (Bot Builder route, per bot) or ``admin`` (Admin route)."""
+        return scope_of(self.config)
+
     def get_url(self, context: Context | None) -> str:
         bot = (context or {}).get("botId")
-        if bot:
+        if self.scope == "bot" and bot:
             return f"{self.url_base}/api/public/bot/{bot}/getBillingSessionsDetails"
         return self.url_base + str(
             self.config.get("admin_path", "/api/public/bots/getBillingSessionsDetails")
         )
+
+    def describe_route(self, context: Context | None) -> str:
+        """The scope, route and bot of a request, in words (for ``--test`` and errors)."""
+        bot = (context or {}).get("botId")
+        where = f"POST {self.get_url(context)}"
+        if self.scope == "admin":
+            named = f"botId {bot} in the body" if bot else "every bot of the account"
+            return f"scope admin: {where} ({named})"
+        return f"scope bot: {where}"
 
     @cached_property
     def authenticator(self) -> KoreJWTAuth:
@@ -134,6 +164,9 @@ class BillingSessionsStream(WindowedRESTStream):
         )
 
     def throttle_key(self, context: Context | None) -> str:
+        """Per bot on the Bot Builder route; per account on the Admin route (documented limits)."""
+        if self.scope == "admin":
+            return "admin"
         return str((context or {}).get("botId") or "admin")
 
     @cached_property
@@ -164,7 +197,10 @@ class BillingSessionsStream(WindowedRESTStream):
         requests = len(plan.windows) * partitions
         per_minute = int(self.config.get("max_requests_per_minute", 50))
         per_hour = int(self.config.get("max_requests_per_hour", 1500))
-        per_bot = requests / max(1, len({p.get("botId") for p in self.partitions or [{}]}))
+        budgets = (
+            1 if self.scope == "admin" else len({p.get("botId") for p in self.partitions or [{}]})
+        )
+        per_bot = requests / max(1, budgets)
         # Rolling limits release the budget in bursts: the first per_minute requests go at once,
         # each further batch a minute later (likewise per hour).
         minutes = max(
@@ -174,14 +210,16 @@ class BillingSessionsStream(WindowedRESTStream):
         level = logging.WARNING if minutes >= 60 else logging.INFO
         self.logger.log(
             level,
-            "%s plan: %d partition(s) x %d window(s) = at least %d request(s) (one more per "
-            "extra page); at %d/min and %d/h per bot that takes at least %.0f min",
+            "%s plan (%s): %d partition(s) x %d window(s) = at least %d request(s) (one more per "
+            "extra page); at %d/min and %d/h per %s that takes at least %.0f min",
             self.name,
+            self.describe_route(None).split(":")[0],
             partitions,
             len(plan.windows),
             requests,
             per_minute,
             per_hour,
+            "account" if self.scope == "admin" else "bot",
             minutes,
         )
 
@@ -200,6 +238,8 @@ class BillingSessionsStream(WindowedRESTStream):
         }
         if context and context.get("channel"):
             payload["channel"] = context["channel"]
+        if self.scope == "admin" and context and context.get("botId"):
+            payload["botId"] = context["botId"]
         return payload
 
     def validate_response(self, response: requests.Response) -> None:
@@ -222,18 +262,27 @@ class BillingSessionsStream(WindowedRESTStream):
             raise ResponseShapeError(
                 describe_response_failure(response, "'sessions' is not a list")
             )
+        more = body.get("moreAvailable")
+        if more is not None and not isinstance(more, bool):
+            raise ResponseShapeError(
+                describe_response_failure(response, "'moreAvailable' is not true or false")
+            )
         total = body.get("total")
-        if isinstance(total, int):
-            self._totals.add(total)
-        if "moreAvailable" not in body:
-            # The older API does not page: it answers at most N sessions and says how many matched.
-            if isinstance(total, int) and len(sessions) < total:
+        if not isinstance(total, int) or isinstance(total, bool):
+            total = None
+        else:
+            self._page_totals.append((total, len(sessions)))
+        if more is None:
+            # The older API does not page: one answer per window, which may be cut.
+            limit = int(self.config.get("page_size", 100))
+            if len(sessions) >= limit:
+                raise WindowTooLarge(
+                    f"{len(sessions)} sessions, as many as the limit asked for, and no "
+                    "moreAvailable: the answer may be cut, whatever total says"
+                )
+            if total is not None and len(sessions) < total:
                 raise WindowTooLarge(
                     f"the API returned {len(sessions)} of {total} sessions and does not page"
-                )
-            if total is None and len(sessions) >= int(self.config.get("page_size", 100)):
-                raise WindowTooLarge(
-                    f"a full page of {len(sessions)} sessions with no total and no paging"
                 )
 
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
@@ -250,17 +299,54 @@ class BillingSessionsStream(WindowedRESTStream):
 
     #: Canonical UTC text of the billing start listed before (the API lists newest first).
     _order_anchor: str = "9999"
-    _totals: set[int] = set()  # noqa: RUF012 - replaced per window in start_window
+    #: (total, sessions on the page) of each page of the current pass.
+    _page_totals: list[tuple[int, int]] = []  # noqa: RUF012 - replaced per pass in start_window
 
     def start_window(self, context: Context | None, window: DateWindow) -> None:
         super().start_window(context, window)
         # The API lists newest first: each billing start is at most the one listed before it,
         # within one partition's pass over one window.
         self._order_anchor = window.end_text
-        self._totals = set()
+        self._page_totals = []
 
     def window_changed_while_read(self) -> bool:
-        return len(self._totals) > 1
+        """A ``total`` that counts matches and changed between pages means the window moved.
+
+        Where every page's ``total`` equals its own sessions (as in the documented samples), it
+        counts the page: its changes say nothing. A shifted listing is caught by the stream
+        anyway (a session met twice in one pass).
+        """
+        totals = self._page_totals
+        counts_matches = any(total != count for total, count in totals)
+        return counts_matches and len({total for total, _ in totals}) > 1
+
+    def newest_session(self, response: requests.Response, window: DateWindow) -> str:
+        """The newest session of an answer, raw and read under ``timezone``, in words: what a user
+        holds against the Kore.ai dashboard to check the zone the API writes its times in."""
+        self.start_window(None, window)
+        sessions = []
+        for raw in self.decoded_body(response).get("sessions") or []:
+            item = decode_item(raw)
+            if isinstance(item, dict) and item.get("billingSessionId"):
+                text = {f: item.get(f) for f in LOCAL_TIME_FIELDS}
+                sessions.append((self._session(dict(item), response, window), text))
+        if not sessions:
+            return (
+                f"No session between {window.start_text} and {window.end_text} to check timezone "
+                "against: run --test again when the bot has had traffic in the last day."
+            )
+        record, raw = max(sessions, key=lambda pair: pair[0]["billingSessionStartDateTime"])
+        readings = "; ".join(
+            f"{field} {raw[field]!r} -> {record[field]}"
+            for field in LOCAL_TIME_FIELDS
+            if raw[field]
+        )
+        return (
+            f"Newest of {len(sessions)} session(s) on the first page for the last day: "
+            f"billingSessionId {record['billingSessionId']}, read under timezone {self.zone.key}: "
+            f"{readings}. Find this session in the Kore.ai dashboard: if it shows another time, "
+            "set timezone to the zone the API writes in (README, 'Choosing timezone')."
+        )
 
     def _session(self, item: t.Any, response: requests.Response, window: t.Any) -> dict[str, t.Any]:
         if not isinstance(item, dict) or not item.get("billingSessionId"):
@@ -297,3 +383,11 @@ def _kore_date(moment: dt.datetime) -> str:
         moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
         + f"{moment.microsecond // 1000:03d}Z"
     )
+
+
+def scope_of(config: t.Mapping[str, t.Any]) -> str:
+    """The configured ``scope``, or its default: ``bot`` when ``bot_ids`` is set, else ``admin``."""
+    scope = config.get("scope")
+    if scope:
+        return str(scope)
+    return "bot" if config.get("bot_ids") else "admin"

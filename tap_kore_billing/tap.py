@@ -10,9 +10,26 @@ from singer_sdk import typing as th
 from billing_toolkit import settings as common
 from billing_toolkit.tap import BillingTap, ConnectionCheckError, explain_connection_failure
 from billing_toolkit.windows import DateWindow
-from tap_kore_billing.streams import MAX_WINDOW_DAYS, BillingSessionsStream
+from tap_kore_billing.streams import MAX_WINDOW_DAYS, BillingSessionsStream, scope_of
 
 DEFAULT_ADMIN_PATH = "/api/public/bots/getBillingSessionsDetails"
+SCOPES = ("bot", "admin")
+#: What a refused request (401/403) usually means under each scope.
+REFUSED = {
+    "bot": (
+        "Kore.ai refused the request under scope bot. That usually means the app lacks the Bot "
+        "Builder API scope Billing Sessions for this bot (newer platform: App Settings > Dev Tools "
+        "> API Scopes > Automation Billing Sessions), the bot was not published after the scope "
+        "was added, or the credentials (client_id and client_secret, or jwt) are wrong"
+    ),
+    "admin": (
+        "Kore.ai refused the request under scope admin. That usually means the app is not a Bot "
+        "Admin Console app holding the Admin API scope Billing Sessions under Bot Analytics "
+        "(newer platform: Security > API Scopes > BotAnalytics > Billing Sessions), or the "
+        "credentials (client_id and client_secret, or jwt) are wrong. An app created in a bot's "
+        "own settings holds the Bot Builder scope: set scope bot and bot_ids"
+    ),
+}
 
 
 class TapKoreBilling(BillingTap):
@@ -50,17 +67,24 @@ class TapKoreBilling(BillingTap):
             description="A ready JWT for the auth header, instead of client_id and client_secret.",
         ),
         th.Property(
+            "scope",
+            th.StringType,
+            allowed_values=list(SCOPES),
+            title="API scope",
+            description="Which API scope the app holds. bot: the Bot Builder route, one bot of bot_ids per request series (needs bot_ids). admin: the Admin route; each bot of bot_ids is sent as botId in the body, or every bot of the account when bot_ids is empty. Default: bot when bot_ids is set, admin otherwise.",
+        ),
+        th.Property(
             "bot_ids",
             th.ArrayType(th.StringType),
             title="Bot IDs",
-            description="Bot (stream) ids: each is read on the Bot Builder path with its own bookmark. Empty: the Admin path, all bots of the account.",
+            description="Bot (stream) ids to read, each its own partition with its own bookmark (under either scope). Empty: every bot of the account, on the Admin route.",
         ),
         th.Property(
             "admin_path",
             th.StringType,
             default=DEFAULT_ADMIN_PATH,
             title="Admin API path",
-            description="Route of the Admin-scope API (the docs also name /api/public/getBillingSessionsDetails).",
+            description="Route of the Admin-scope API: the docs' samples use /api/public/bots/getBillingSessionsDetails, their table /api/public/getBillingSessionsDetails.",
         ),
         th.Property(
             "channels",
@@ -73,14 +97,14 @@ class TapKoreBilling(BillingTap):
             th.StringType,
             default="UTC",
             title="Time zone",
-            description="IANA zone in which the API's zone-less timestamps are read, e.g. America/New_York.",
+            description="IANA zone in which the API's zone-less timestamps (03-10-2021 2:05:03 pm) are read, e.g. America/New_York. The API does not document its zone: --test shows the newest session of the last day, raw and read in this zone, to hold against the Kore.ai dashboard.",
         ),
         th.Property(
             "page_size",
             th.IntegerType,
             default=100,
             title="Page size",
-            description="Sessions asked for per request (limit).",
+            description="Sessions asked for per request (limit); no maximum is documented. An older API that answers without moreAvailable does not page: a window whose answer holds page_size sessions is then split, so set page_size to that API's cap.",
         ),
         th.Property(
             "max_requests_per_minute",
@@ -127,6 +151,11 @@ class TapKoreBilling(BillingTap):
             errors.append(
                 f"timezone {common.show(zone)} is not an IANA time zone name such as America/New_York"
             )
+        if scope_of(config) == "bot" and not config.get("bot_ids"):
+            errors.append(
+                "scope bot needs bot_ids: the Bot Builder route is per bot; list the bots, or set "
+                "scope admin to read every bot of the account"
+            )
         path = config.get("admin_path", DEFAULT_ADMIN_PATH)
         if not isinstance(path, str) or not path.startswith("/"):
             errors.append(f"admin_path must be a path starting with '/', got {common.show(path)}")
@@ -147,29 +176,28 @@ class TapKoreBilling(BillingTap):
         return errors
 
     def check_connection(self) -> str:
-        """One request for the last second of the range: checks host, credentials and scope."""
+        """One request for the last day of the range: checks host, credentials and scope, and
+        shows the newest session's raw times beside their UTC reading under ``timezone``."""
         stream = BillingSessionsStream(self)
         end = stream.window_settings.end
-        window = DateWindow(end - dt.timedelta(seconds=1), end)
+        window = DateWindow(end - dt.timedelta(days=1), end)
         partition = stream.partitions[0] if stream.partitions else None
+        route = stream.describe_route(partition)
         try:
-            stream.probe(partition, window)
+            response = stream.probe(partition, window)
         except Exception as exc:
             url = stream.get_url(partition)
             raise ConnectionCheckError(
-                explain_connection_failure(
+                f"{route}: "
+                + explain_connection_failure(
                     exc,
                     url,
-                    refused=(
-                        "Kore.ai refused the request: either the credentials are wrong (client_id, "
-                        "client_secret or jwt), or the app lacks the Billing Sessions API scope (Bot "
-                        "Builder scope for bot_ids, Admin scope under Bot Analytics otherwise) or the "
-                        "bot was not published with it"
-                    ),
-                    missing=f"no Billing Sessions API at {url}: check api_url, bot_ids or admin_path",
+                    refused=REFUSED[stream.scope],
+                    missing=f"no Billing Sessions API at {url}: check api_url, scope, bot_ids or admin_path",
                 )
             ) from exc
-        return f"POST {stream.get_url(partition)} accepted the credentials and answered a page"
+        newest = stream.newest_session(response, window) if response is not None else None
+        return f"{route} accepted the credentials and answered a page. {newest or ''}".rstrip()
 
 
 if __name__ == "__main__":

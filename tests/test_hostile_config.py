@@ -674,9 +674,12 @@ INVALID_ZONES = st.one_of(
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_kore_specific_settings_are_refused(data):
-    setting = data.draw(st.sampled_from(["timezone", "admin_path", "jwt", "bot_ids"]))
+    setting = data.draw(st.sampled_from(["timezone", "admin_path", "jwt", "bot_ids", "scope"]))
     if setting == "timezone":
         value: object = data.draw(INVALID_ZONES)
+    elif setting == "scope":
+        allowed = declared(TAPS["kore"])["scope"]["enum"]
+        value = data.draw(st.text(max_size=12).filter(lambda v: v not in allowed))
     elif setting == "admin_path":
         value = data.draw(
             st.one_of(
@@ -748,6 +751,7 @@ def test_every_own_setting_has_hostile_cases():
             "client_secret",
             "jwt",
             "bot_ids",
+            "scope",
             "admin_path",
             "channels",
             "timezone",
@@ -805,6 +809,7 @@ CLI_CASES: dict[str, tuple[str, dict[str, object], str]] = {
     ),
     "huge window": ("kore", {"window_size_days": 10**30}, "window_size_days"),
     "a directory as time zone": ("kore", {"timezone": "Etc"}, "timezone"),
+    "bot scope without bots": ("kore", {"scope": "bot", "bot_ids": None}, "scope"),
     "empty username": ("evovoice", {"username": ""}, "username"),
     "date out of range": ("evovoice", {"start_date": "1999-12-31"}, "start_date"),
     "credentials in the URL": (

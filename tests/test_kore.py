@@ -30,6 +30,24 @@ DATETIMES = {
 }
 
 
+def one_session(bot, session_id, moment, minutes=5):
+    """A billing session of one block, its conversation of the same span."""
+    end = moment + dt.timedelta(minutes=minutes)
+    return KoreSession(
+        bot,
+        "IVR",
+        "u",
+        "c",
+        "Conversations",
+        f"conv-{session_id}",
+        moment,
+        end,
+        session_id,
+        moment,
+        end,
+    )
+
+
 def kore_run(config, state=None, *extra):
     return run_tap(config, state, *extra, module=MODULE)
 
@@ -56,9 +74,15 @@ def assert_exact(
     assert server.concurrency_violations == 0
 
 
+#: What ``total`` counts is undocumented: the samples read as the page's sessions ("page", the
+#: sandbox's default), the other plausible reading is every match. The tap must be exact under both.
+TOTAL_READINGS = ["page", "matches"]
+
+
+@pytest.mark.parametrize("total_counts", TOTAL_READINGS)
 @pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Australia/Lord_Howe"])
-def test_sessions_and_datetimes_exact_over_more_than_90_days_across_dst(kore, zone):
-    server = kore(timezone=zone)
+def test_sessions_and_datetimes_exact_over_more_than_90_days_across_dst(kore, zone, total_counts):
+    server = kore(timezone=zone, total_counts=total_counts)
     # Bursts around New York's changes: 01:00-02:00 happens twice on 3 Nov (05-07 UTC) and
     # 02:00-03:00 never happens on 10 Mar; Lord Howe moves by 30 minutes (6 Apr, 6 Oct 2024).
     bursts = ("2024-11-03T04:30", "2024-03-10T06:30", "2024-04-06T14:00", "2024-10-05T15:00")
@@ -73,6 +97,34 @@ def test_sessions_and_datetimes_exact_over_more_than_90_days_across_dst(kore, zo
     assert_exact(run, server)
     starts = {r["billingSessionStartDateTime"][:13] for r in run.records}
     assert {"2024-11-03T05", "2024-11-03T06"} <= starts
+
+
+@pytest.mark.parametrize("total_counts", TOTAL_READINGS)
+def test_paging_follows_more_available_and_never_ends_on_total(kore, total_counts):
+    # About 1,800 sessions over pages of 100: a total that counts the page (as the documented
+    # samples show) must not end a window after its first page, nor look like a moving window.
+    server = kore(conversations=4000, page_cap=100, total_counts=total_counts)
+    run = kore_run(kore_config(server, page_size=100, bot_ids=[KORE_BOTS[0]]))
+    assert_exact(run, server, bots={KORE_BOTS[0]})
+    truth = server.api.truth(bots={KORE_BOTS[0]}, start=KORE_START, end=KORE_END)
+    assert len(truth) > 1000
+    pages = sum(-(-n // 100) or 1 for n in _sessions_per_window(server, run))
+    assert server.requests == pages, "one request per page: no window read twice"
+    assert "changed while it was read" not in run.stderr
+
+
+def _sessions_per_window(server, run):
+    """How many sessions each window of the run's request log matched (one bot)."""
+    windows = {}
+    for request in server.api_log():
+        body = __import__("json").loads(request.body)
+        windows[(body["fromDate"], body["toDate"])] = None
+    counts = []
+    for low, high in windows:
+        start = dt.datetime.fromisoformat(low.replace("Z", "+00:00"))
+        end = dt.datetime.fromisoformat(high.replace("Z", "+00:00"))
+        counts.append(len(server.api.truth(bots={KORE_BOTS[0]}, start=start, end=end)))
+    return counts
 
 
 def test_conversations_spanning_several_billing_sessions_keep_each(kore):
@@ -92,6 +144,62 @@ def test_admin_scope_reads_every_bot_of_the_account(kore):
     run = kore_run(kore_config(server, bot_ids=None))
     assert_exact(run, server, bots=None)
     assert all(r.path == "/api/public/bots/getBillingSessionsDetails" for r in server.api_log())
+    assert all("botId" not in _body(r) for r in server.api_log())
+
+
+def _body(request):
+    return __import__("json").loads(request.body)
+
+
+def test_admin_scope_with_named_bots_sends_each_as_bot_id_in_its_own_partition(kore):
+    server = kore()
+    run = kore_run(kore_config(server, scope="admin"))
+    assert_exact(run, server)
+    log = server.api_log()
+    assert {r.path for r in log} == {"/api/public/bots/getBillingSessionsDetails"}
+    assert {_body(r)["botId"] for r in log} == set(KORE_BOTS)
+    partitions = run.last_state["bookmarks"]["billing_sessions"]["partitions"]
+    assert sorted(p["context"]["botId"] for p in partitions) == sorted(KORE_BOTS)
+
+
+def test_scope_defaults_to_bot_with_bot_ids(kore):
+    server = kore()
+    run = kore_run(kore_config(server))
+    assert_exact(run, server)
+    assert {r.path for r in server.api_log()} == {
+        f"/api/public/bot/{bot}/getBillingSessionsDetails" for bot in KORE_BOTS
+    }
+    assert all("botId" not in _body(r) for r in server.api_log())
+
+
+def test_a_change_of_scope_keeps_the_bookmarks_of_each_bot(kore):
+    first_end = dt.datetime(2024, 10, 1, tzinfo=UTC)
+    server = kore()
+    first = kore_run(kore_config(server, scope="bot", end_date=first_end.isoformat()))
+    assert first.returncode == 0
+    second = kore_run(kore_config(server, scope="admin"), first.last_state)
+    assert second.returncode == 0
+    assert (
+        min(r["billingSessionStartDateTime"] for r in second.records)
+        >= (first_end - dt.timedelta(minutes=1440)).isoformat()
+    )
+    union = {r["billingSessionId"] for r in first.records + second.records}
+    assert union == {s.billingSessionId for s in server.api.truth(bots=set(KORE_BOTS))}
+
+
+def test_the_admin_route_spends_one_budget_for_the_account(kore):
+    # Limits are per account on the Admin route: two bots share one budget there. At one request
+    # a minute, the second bot's only request waits for the first's minute (about 60 s); with a
+    # budget per bot it would go at once.
+    end = KORE_START + dt.timedelta(days=60)
+    server = kore(rate_limits=[(2, 60.0)], end=end, conversations=40)
+    config = kore_config(
+        server, scope="admin", max_requests_per_minute=1, page_size=1000, end_date=end.isoformat()
+    )
+    run = kore_run(config)
+    assert_exact(run, server, end=end)
+    assert server.requests == 2 and server.api.rate_limited == 0
+    assert "per account" in run.stderr and "throttle waited" in run.stderr
 
 
 def test_admin_route_is_a_setting(kore):
@@ -111,16 +219,26 @@ def test_channel_filter_queries_each_channel_on_its_own(kore):
     assert len(partitions) == 4  # 2 bots x 2 channels
 
 
-def test_older_api_without_paging_is_split_until_complete(kore):
-    server = kore(paging=False, legacy_cap=40)
-    run = kore_run(kore_config(server))
+@pytest.mark.parametrize("total_counts", TOTAL_READINGS)
+def test_older_api_without_paging_is_split_until_complete(kore, total_counts):
+    # The older API ignores limit and answers at most 40 sessions; page_size is set to that cap.
+    server = kore(paging=False, legacy_cap=40, total_counts=total_counts)
+    run = kore_run(kore_config(server, page_size=40))
     assert_exact(run, server)
     assert "splitting it" in run.stderr
 
 
-def test_a_window_that_cannot_be_split_further_fails_loudly(kore):
+def test_older_api_whose_total_counts_matches_is_split_even_below_page_size(kore):
+    server = kore(paging=False, legacy_cap=40, total_counts="matches")
+    run = kore_run(kore_config(server, page_size=100))
+    assert_exact(run, server)
+    assert "of" in run.stderr and "does not page" in run.stderr
+
+
+@pytest.mark.parametrize("total_counts", TOTAL_READINGS)
+def test_a_window_that_cannot_be_split_further_fails_loudly(kore, total_counts):
     # Every conversation of one bot starts in the same minute: no split can bring it under the cap.
-    server = kore(paging=False, legacy_cap=5, conversations=0)
+    server = kore(paging=False, legacy_cap=5, conversations=0, total_counts=total_counts)
     burst = generate_sessions(
         seed=5,
         conversations=30,
@@ -129,7 +247,7 @@ def test_a_window_that_cannot_be_split_further_fails_loudly(kore):
         bots=(KORE_BOTS[0],),
     )
     server.api.add_sessions(burst)
-    run = kore_run(kore_config(server, bot_ids=[KORE_BOTS[0]]))
+    run = kore_run(kore_config(server, bot_ids=[KORE_BOTS[0]], page_size=5))
     assert run.returncode != 0
     assert "Not truncating in silence" in run.stderr
     bookmark = (
@@ -216,14 +334,53 @@ def test_bad_config_is_refused_before_any_request(kore, overrides, setting):
     assert server.requests == 0
 
 
-def test_connection_test_explains_a_missing_scope_or_bad_credentials(kore):
+@pytest.mark.parametrize(
+    ("scope", "route", "meaning"),
+    [
+        (
+            "bot",
+            "/api/public/bot/st-1a2b3c4d-0001/getBillingSessionsDetails",
+            "Bot Builder API scope",
+        ),
+        ("admin", "/api/public/bots/getBillingSessionsDetails", "Admin API scope"),
+    ],
+)
+def test_connection_test_names_scope_and_route_and_what_a_401_means_there(
+    kore, scope, route, meaning
+):
     server = kore()
-    good = kore_run(kore_config(server), None, "--test")
+    good = kore_run(kore_config(server, scope=scope), None, "--test")
     assert good.returncode == 0, good.stderr
     assert server.requests == 1
-    bad = kore_run(kore_config(server, client_secret="wrong-secret-value"), None, "--test")
+    passed = next(line for line in good.stderr.splitlines() if "Connection test passed" in line)
+    assert f"scope {scope}: POST " in passed and route in passed
+    bad = kore_run(
+        kore_config(server, scope=scope, client_secret="wrong-secret-value"), None, "--test"
+    )
     assert bad.returncode == 1
-    assert "Billing Sessions API scope" in bad.stderr
+    failed = next(line for line in bad.stderr.splitlines() if "Connection test failed" in line)
+    assert f"scope {scope}" in failed and route in failed
+    assert meaning in failed and "HTTP 401" in failed
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York"])
+def test_connection_test_shows_the_newest_session_raw_and_in_utc(kore, zone):
+    end = dt.datetime(2024, 7, 1, tzinfo=UTC)
+    server = kore(timezone="America/New_York", conversations=0)
+    newest = end - dt.timedelta(hours=3)
+    for number, moment in enumerate((newest, newest - dt.timedelta(hours=5))):
+        server.api.add_sessions([one_session(KORE_BOTS[0], f"newest-check-{number}", moment, 4)])
+    config = kore_config(server, end_date=end.isoformat(), timezone=zone)
+    run = kore_run(config, None, "--test")
+    assert run.returncode == 0, run.stderr
+    passed = next(line for line in run.stderr.splitlines() if "Connection test passed" in line)
+    raw = server.api.render_time(newest)  # as the API writes it: New York time, no zone
+    assert "newest-check-0" in passed and repr(raw) in passed and f"timezone {zone}" in passed
+    reading = dt.datetime.strptime(raw, "%m-%d-%Y %I:%M:%S %p").replace(tzinfo=ZoneInfo(zone))
+    assert reading.astimezone(UTC).isoformat(timespec="microseconds") in passed
+    empty = kore_run({**config, "end_date": "2024-06-01T00:00:00+00:00"}, None, "--test")
+    assert empty.returncode == 0
+    assert "No session between" in empty.stderr
 
 
 def test_incremental_rerun_reads_new_sessions_and_the_lookback_only(kore):
@@ -265,9 +422,12 @@ def test_sigkill_then_resume_loses_nothing(kore, states_before_kill):
     }
 
 
-def test_a_session_arriving_while_a_window_is_paged_is_read_once_and_not_missed(kore):
+@pytest.mark.parametrize("total_counts", TOTAL_READINGS)
+def test_a_session_arriving_while_a_window_is_paged_is_read_once_and_not_missed(kore, total_counts):
     start, end = dt.datetime(2024, 11, 1, tzinfo=UTC), dt.datetime(2024, 11, 8, tzinfo=UTC)
-    server = kore(start=start, end=end - dt.timedelta(hours=1), conversations=120)
+    server = kore(
+        start=start, end=end - dt.timedelta(hours=1), conversations=120, total_counts=total_counts
+    )
     api = server.api
     real = api.handle
     late = end - dt.timedelta(minutes=1)
@@ -310,21 +470,7 @@ def test_each_partition_resolves_the_repeated_hour_on_its_own(kore):
             for hour in (5, 6):  # 01:xx EDT and 01:xx EST
                 moment = dt.datetime(2024, 11, 3, hour, minute, tzinfo=UTC)
                 server.api.add_sessions(
-                    [
-                        KoreSession(
-                            bot,
-                            "IVR",
-                            "u",
-                            "c",
-                            "Conversations",
-                            f"c{number}{hour}{minute}",
-                            moment,
-                            moment + dt.timedelta(minutes=5),
-                            f"s{number}{hour}{minute:02d}0000000000000",
-                            moment,
-                            moment + dt.timedelta(minutes=5),
-                        )
-                    ]
+                    [one_session(bot, f"s{number}{hour}{minute:02d}0000000000000", moment)]
                 )
     run = kore_run(kore_config(server, start_date=start.isoformat(), end_date=end.isoformat()))
     assert_exact(run, server, start=start, end=end)
@@ -335,7 +481,7 @@ def test_without_paging_or_total_a_full_page_is_split_not_trusted(kore):
     server = kore(paging=False, legacy_cap=40, legacy_total=False)
     run = kore_run(kore_config(server, page_size=40))
     assert_exact(run, server)
-    assert "no total and no paging" in run.stderr
+    assert "as many as the limit asked for" in run.stderr
 
 
 @pytest.mark.parametrize(
