@@ -2,12 +2,22 @@
 
 - ``GET /ai/usage?accountId=&customerId=&startDate=&endDate=``, the same as a ``POST`` with a JSON
   body, and ``/json/reply/GetAIUsage``. JSON when asked for (``Accept: application/json`` or
-  ``?format=json``); otherwise an HTML page, as ServiceStack serves browsers.
-- HTTP Basic auth, or ``POST /auth/credentials`` that sets ``ss-id``/``ss-pid`` cookies, which expire
-  (then 401). A user without the SystemAdministrator role gets 403. Errors are
+  ``?format=json``); otherwise an HTML page, as ServiceStack serves browsers. ``serves_usage=False``
+  plays a host where the service is not deployed (404), as ``evovoice.io`` may be: every public
+  GetAIUsage description is on ``team.evovoice.io``.
+- HTTP Basic auth, or ``POST /auth/credentials``. The login sets ServiceStack's cookies: ``ss-id``
+  (temporary id), ``ss-pid`` (permanent id), ``ss-opt`` (``perm`` when ``rememberMe`` is true, else
+  ``temp``) and ``X-UAId``. A ``rememberMe`` session is stored under ``ss-pid``; each request's
+  session is looked up under ``ss-pid`` when its ``ss-opt`` cookie holds ``perm``, else under
+  ``ss-id`` (ServiceStack ``SessionExtensions.GetSessionId``). So a client that sends back only
+  ``ss-id``/``ss-pid`` after a remember-me login is not authenticated. Sessions expire (then 401).
+  A user without the SystemAdministrator role gets 403. Errors are
   ``{"responseStatus": {"errorCode", "message", "errors"}}``.
 - Dates ``YYYY-MM-DD``; ``endDate`` inclusive (default) or exclusive (second mode). Figures are sums of
   whole minutes from a per-day table, per account and per customer.
+- An empty usage list is left out of the JSON (``omit_empty_lists``, default on): the generated
+  clients declare both lists nullable and ServiceStack does not serialise null members, so a
+  period without usage answers ``{}``, or one list only.
 """
 
 from __future__ import annotations
@@ -42,8 +52,13 @@ def generate_usage(
     end: dt.date,
     accounts: tuple[str, ...] = ACCOUNTS,
     customers_per_account: int = 4,
+    idle_share: float = 0.0,
 ) -> list[DailyUsage]:
-    """A per-day table over ``[start, end)``: most customers use some whole minutes most days."""
+    """A per-day table over ``[start, end)``: most customers use some whole minutes most days.
+
+    ``idle_share``: the share of days on which no account has any usage, and of the other days on
+    which one account has none (so that answers without usage occur).
+    """
     rng = random.Random(seed)
     rows = []
     customers = {
@@ -51,7 +66,12 @@ def generate_usage(
     }
     day = start
     while day < end:
+        if idle_share and rng.random() < idle_share:
+            day += dt.timedelta(days=1)
+            continue
         for account in accounts:
+            if idle_share and rng.random() < idle_share:
+                continue
             for customer in customers[account]:
                 if rng.random() < 0.8:
                     rows.append(DailyUsage(day, account, customer, rng.randrange(0, 240)))
@@ -71,6 +91,10 @@ class EvoSettings:
     other_users: dict[str, str] = field(
         default_factory=lambda: {"sandbox-viewer": "viewer-password-1"}
     )
+    #: Leave an empty usage list out of the JSON, as ServiceStack does with a null member.
+    omit_empty_lists: bool = True
+    #: Whether GetAIUsage is deployed on this host (False: its routes answer 404).
+    serves_usage: bool = True
 
 
 class EvoAPI:
@@ -80,7 +104,8 @@ class EvoAPI:
         self.settings = settings or EvoSettings()
         self._rows = list(rows)
         self._lock = threading.Lock()
-        self._sessions: dict[str, tuple[str, int]] = {}  # ss-id -> (user, requests used)
+        #: Session id (ss-pid for a remember-me login, else ss-id) -> (user, requests used).
+        self._sessions: dict[str, tuple[str, int]] = {}
         self.logins = 0
         #: Every session id ever issued: secrets that must never appear in a tap's output.
         self.issued_sessions: list[str] = []
@@ -122,7 +147,7 @@ class EvoAPI:
     # -- HTTP ---------------------------------------------------------------------------
 
     def is_api_request(self, request: Request) -> bool:
-        return request.path in USAGE_PATHS
+        return request.path in USAGE_PATHS and self.settings.serves_usage
 
     def error_body(self, status: int, message: str) -> Response:
         code = {401: "Unauthorized", 403: "Forbidden", 400: "ArgumentException"}.get(
@@ -135,7 +160,7 @@ class EvoAPI:
     def handle(self, request: Request) -> Response:
         if request.path == "/auth/credentials" and request.method == "POST":
             return self._login(request)
-        if request.path not in USAGE_PATHS:
+        if request.path not in USAGE_PATHS or not self.settings.serves_usage:
             return self.error_body(404, f"Handler for Request not found: {request.path}")
         user = self._user(request)
         if user is None:
@@ -160,7 +185,7 @@ class EvoAPI:
         last = end if self.settings.end_inclusive else end - dt.timedelta(days=1)
         by_account, by_customer = self.totals(first, last, params.get("accountId") or None)
         customer = params.get("customerId") or None
-        answer = {
+        lists = {
             "accountUsage": [
                 {"accountId": a, "aiMinutes": m} for a, m in sorted(by_account.items())
             ],
@@ -169,6 +194,9 @@ class EvoAPI:
                 for (a, c), m in sorted(by_customer.items())
                 if customer is None or c == customer
             ],
+        }
+        answer = {
+            key: rows for key, rows in lists.items() if rows or not self.settings.omit_empty_lists
         }
         if not wants_json:
             html = f"<html><body><h1>GetAIUsage</h1><pre>{json.dumps(answer)}</pre></body></html>"
@@ -184,15 +212,22 @@ class EvoAPI:
         known = {self.settings.username: self.settings.password, **self.settings.other_users}
         if body.get("provider") != "credentials" or known.get(str(user)) != password:
             return self.error_body(401, "Invalid UserName or Password")
-        session = secrets.token_urlsafe(16)
+        remember = body.get("rememberMe") in (True, "true", "True")
+        temporary, permanent = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        session = permanent if remember else temporary
         with self._lock:
             self._sessions[session] = (str(user), 0)
-            self.issued_sessions.append(session)
+            self.issued_sessions += [temporary, permanent]
             self.logins += 1
-        response = Response.json(200, {"userId": "1", "sessionId": session, "userName": user})
+        response = Response.json(
+            200, {"userId": "1", "sessionId": session, "userName": user, "responseStatus": {}}
+        )
+        forever = "expires=Fri, 01 Jan 2100 00:00:00 GMT"
         response.headers["Set-Cookie"] = [
-            f"ss-id={session}; path=/; HttpOnly",
-            f"ss-pid={secrets.token_urlsafe(16)}; path=/; HttpOnly",
+            f"ss-id={temporary}; path=/; samesite=lax; httponly",
+            f"ss-pid={permanent}; {forever}; path=/; samesite=lax; httponly",
+            f"ss-opt={'perm' if remember else 'temp'}; {forever}; path=/; samesite=lax; httponly",
+            "X-UAId=1; path=/; samesite=lax; httponly",
         ]
         return response
 
@@ -210,7 +245,9 @@ class EvoAPI:
             for part in request.headers.get("Cookie", "").split(";")
             if "=" in part
         )
-        session = cookies.get("ss-id")
+        # ServiceStack: the session id is ss-pid when ss-opt holds "perm", else ss-id.
+        options = set(cookies.get("ss-opt", "").split(","))
+        session = cookies.get("ss-pid") if "perm" in options else cookies.get("ss-id")
         with self._lock:
             if session not in self._sessions:
                 return None

@@ -17,8 +17,18 @@ class LoginError(FatalAPIError):
     """The credentials login failed; the message names the response."""
 
 
+#: ServiceStack's session-options cookie: its values (``perm``, ``temp``) are flags, not secrets.
+SESSION_OPTIONS_COOKIE = "ss-opt"
+
+
 class EvoAuth(requests.auth.AuthBase):
-    """Adds ``Authorization: Basic …`` or the ``ss-id``/``ss-pid`` session cookies of a login.
+    """Adds ``Authorization: Basic …``, or every cookie a credentials login set.
+
+    ServiceStack stores a ``rememberMe`` login's session under the permanent id ``ss-pid`` and sets
+    ``ss-opt=perm``; it looks a request's session up under ``ss-pid`` only when ``ss-opt`` says
+    ``perm``, else under ``ss-id`` (``SessionExtensions.GetSessionId``). So every cookie of the
+    login goes back on each request, as browsers and the vendor's CLI do; each value but the
+    session options is masked in all output.
 
     One instance serves every stream of a run, so there is one login, not one per stream. A 401
     under the credentials method means the session expired: :meth:`login` again (once per
@@ -46,7 +56,7 @@ class EvoAuth(requests.auth.AuthBase):
         self._timeouts = timeouts
         self._ca_bundle = ca_bundle
         self._session: SecureSession | None = None  # made at the first login, after validation
-        self._cookies: dict[str, str] = {}
+        self._cookies: dict[str, str] = {}  # every cookie of the last login, in its order
         self._lock = threading.Lock()
         self.logins = 0
         self._basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -63,7 +73,7 @@ class EvoAuth(requests.auth.AuthBase):
         return request
 
     def login(self) -> None:
-        """``POST /auth/credentials`` and keep the session cookies it sets."""
+        """``POST /auth/credentials`` and keep every cookie it sets."""
         with self._lock:
             if self._session is None:
                 self._session = SecureSession(self._api_url, ca_bundle=self._ca_bundle)
@@ -84,15 +94,16 @@ class EvoAuth(requests.auth.AuthBase):
                 raise LoginError(
                     describe_response_failure(response, "the credentials login was refused")
                 )
-            # The session's jar: cookies set on any hop of a same-origin redirect count too.
-            jar = self._session.cookies
-            cookies = {k: v for k, v in jar.items() if k in {"ss-id", "ss-pid"} and v}
-            if "ss-id" not in cookies:
+            # The session's jar: cookies set on any hop of a same-origin redirect count too, and
+            # cookies the server expired are gone from it.
+            cookies = {k: v for k, v in self._session.cookies.items() if v}
+            if not {"ss-id", "ss-pid"} & cookies.keys():
                 raise LoginError(
-                    describe_response_failure(response, "the login set no ss-id cookie")
+                    describe_response_failure(response, "the login set no ss-id or ss-pid cookie")
                 )
-            for value in cookies.values():
-                register_secret(value)
+            for name, value in cookies.items():
+                if name != SESSION_OPTIONS_COOKIE:
+                    register_secret(value)
             self._cookies = cookies
             self.logins += 1
 
@@ -106,8 +117,9 @@ _SESSION_FIELDS = ("sessionId", "bearerToken", "refreshToken")
 
 def _register_session_values(response: requests.Response) -> None:
     """Mask the session values a login answer carries (cookies and body) before anything quotes it."""
-    for value in response.cookies.values():
-        register_secret(value)
+    for name, value in response.cookies.items():
+        if name != SESSION_OPTIONS_COOKIE:
+            register_secret(value)
     try:
         body = response.json()
     except ValueError:

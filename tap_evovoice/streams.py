@@ -4,7 +4,10 @@ GetAIUsage returns aggregates over the dates asked, not events. The tap therefor
 period (a day, or a calendar month) and keys every figure by its period's first day, so that a rerun
 refreshes a figure instead of adding it twice.
 
-One answer holds both lists (``accountUsage`` and ``customerUsage``). When both streams are
+One answer holds both lists (``accountUsage`` and ``customerUsage``). Either may be absent or null:
+the generated clients declare both nullable and ServiceStack leaves null members out of its JSON, so
+a period without usage answers ``{}`` (or one list only). Absent or null means no rows; a failure is
+what the status code and ``responseStatus`` say. When both streams are
 selected, the stream synced first keeps the other's part of each answer in a run-wide
 :class:`UsageAnswers` store and the second stream takes it from there: one request per period, not
 two. The store is bounded; past its bound the second stream asks the API itself.
@@ -34,6 +37,19 @@ UTC = dt.timezone.utc
 ACCOUNT_PART = "accountUsage"
 CUSTOMER_PART = "customerUsage"
 PARTS = (ACCOUNT_PART, CUSTOMER_PART)
+#: The host every public GetAIUsage description names (the vendor CLI calls evovoice.io production).
+DOCUMENTED_HOST = "https://team.evovoice.io"
+
+
+def not_deployed(url: str) -> str:
+    """What a 404 from the usage route means, naming the documented host."""
+    text = f"no GetAIUsage service at {url}/ai/usage (HTTP 404)"
+    if url.rstrip("/") == DOCUMENTED_HOST:
+        return f"{text}: check api_url"
+    return (
+        f"{text}: the service may not be deployed on that host; every public GetAIUsage "
+        f"description is on {DOCUMENTED_HOST}: try api_url {DOCUMENTED_HOST}"
+    )
 
 
 class UsageAnswers:
@@ -160,9 +176,8 @@ class AIUsageStream(WindowedRESTStream):
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
         body = self.decoded_body(response)
         other = self.answers.streams.get(self.other_part)
-        if other is not None and other.selected and body.get(self.other_part) is not None:
-            # (A missing other list is not kept: the other stream will ask the API itself.)
-            self.answers.keep((*self._answer_key, self.other_part), body[self.other_part])
+        if other is not None and other.selected:
+            self.answers.keep((*self._answer_key, self.other_part), body.get(self.other_part) or [])
         yield from self._records(body.get(self.part) or [], self._answer_context, response)
 
     def _records(
@@ -201,6 +216,9 @@ class AIUsageStream(WindowedRESTStream):
             raise RetriableAPIError(
                 describe_response_failure(response, "session expired; logged in again"), response
             )
+        if response.status_code == 404:
+            msg = describe_response_failure(response, not_deployed(self.url_base))
+            raise FatalAPIError(msg)
         if response.status_code == 403:
             msg = describe_response_failure(
                 response, "the user lacks the SystemAdministrator role that GetAIUsage requires"
@@ -216,21 +234,29 @@ class AIUsageStream(WindowedRESTStream):
     _relogged = False
 
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
+        """An object whose lists, where present and not null, are lists. An absent or null list is
+        a period without rows (ServiceStack leaves null members out); a ``responseStatus`` with an
+        ``errorCode`` is a failure, whatever the status said; an answer without rows that holds
+        keys GetAIUsage never sends is not read as "no usage": it fails the run."""
         if not isinstance(body, dict):
             raise ResponseShapeError(
                 describe_response_failure(response, "the response is not a JSON object")
             )
+        status = body.get("responseStatus")
+        if isinstance(status, dict) and status.get("errorCode"):
+            msg = f"the answer carries an error: {status.get('errorCode')}: {status.get('message')}"
+            raise FatalAPIError(describe_response_failure(response, msg))
         for part in (ACCOUNT_PART, CUSTOMER_PART):
             if body.get(part) is not None and not isinstance(body[part], list):
                 raise ResponseShapeError(
                     describe_response_failure(response, f"'{part}' is not a list")
                 )
-        if body.get(self.part) is None and body.get(self.other_part) != []:
-            # This stream's list missing beside rows in the other, or both missing, is a degraded
-            # answer, not zero usage: taking it as empty would drop this stream's figures for the
-            # period. Ask again. Missing beside an empty list: a period without usage.
-            msg = f"no {self.part!r} list in a success"
-            raise RetriableAPIError(describe_response_failure(response, msg), response)
+        unknown = sorted(set(body) - {*PARTS, "responseStatus"})
+        if unknown and not any(body.get(part) for part in PARTS):
+            # No usage row, and keys GetAIUsage never sends ({"ok": false, ...}, a proxy's JSON
+            # error): not an answer to read as "no usage".
+            msg = f"neither {ACCOUNT_PART} nor {CUSTOMER_PART} rows, and keys GetAIUsage does not send: {unknown}"
+            raise ResponseShapeError(describe_response_failure(response, msg))
 
 
 class AIAccountUsageStream(AIUsageStream):

@@ -31,7 +31,7 @@ class TapEvoVoice(BillingTap):
             th.URIType,
             default="https://evovoice.io",
             title="API URL",
-            description="Evo Voice API root, e.g. https://evovoice.io.",
+            description="Evo Voice API root. The default is the host the vendor's CLI calls production; every public description of GetAIUsage is on https://team.evovoice.io: if --test says the service is not deployed (404), use that.",
         ),
         th.Property(
             "username",
@@ -54,7 +54,7 @@ class TapEvoVoice(BillingTap):
             default="basic",
             allowed_values=["basic", "credentials"],
             title="Authentication method",
-            description="basic: HTTP Basic on every request. credentials: one POST /auth/credentials login whose session cookies are kept, and renewed once on a 401.",
+            description="basic: HTTP Basic on every request. credentials: one POST /auth/credentials login (rememberMe) whose cookies (ss-id, ss-pid, ss-opt, ...) are all sent back, as ServiceStack needs; renewed once on a 401.",
         ),
         th.Property(
             "account_ids",
@@ -152,7 +152,8 @@ class TapEvoVoice(BillingTap):
                         (
                             "SystemAdministrator",
                             "the user lacks the SystemAdministrator role that GetAIUsage requires",
-                        )
+                        ),
+                        ("may not be deployed", "GetAIUsage is not at this api_url"),
                     ],
                     refused="Evo Voice refused the username or password",
                     missing=f"no GetAIUsage service at {url}: check api_url",

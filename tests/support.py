@@ -135,9 +135,14 @@ def evo_sandbox(
     seed: int = 5,
     faults: list[FaultRule] | None = None,
     stall_seconds: float = 10.0,
+    idle_share: float = 0.1,
     **settings: object,
 ) -> SandboxServer:
-    rows = generate_usage(seed=seed, start=dt.date(2023, 12, 1), end=dt.date(2024, 5, 1))
+    """A started Evo Voice sandbox; some days have no usage at all, some accounts none on a day
+    (``idle_share``), so that answers without a list occur."""
+    rows = generate_usage(
+        seed=seed, start=dt.date(2023, 12, 1), end=dt.date(2024, 5, 1), idle_share=idle_share
+    )
     api = track_evo(
         EvoAPI(rows, EvoSettings(username=EVO_USERNAME, password=EVO_PASSWORD, **settings))  # type: ignore[arg-type]
     )

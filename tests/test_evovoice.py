@@ -12,7 +12,9 @@ from billing_sandbox.evovoice import DailyUsage
 from billing_sandbox.faults import FaultRule
 from tests.support import (
     EVO_END,
+    EVO_PASSWORD,
     EVO_START,
+    EVO_USERNAME,
     evo_config,
     run_tap,
     run_tap_killed_after_states,
@@ -81,6 +83,103 @@ def test_figures_equal_truth_by_day_and_by_month(evo, granularity, method):
     assert_figures_exact(run, server, granularity)
     periods = len(expected_periods(granularity))
     assert server.requests == periods, "one request per period serves both streams"
+
+
+def _capture_answers(server):
+    """Record each usage answer's JSON keys and each request's cookie names, as the tap sent them."""
+    seen = {"answers": [], "cookies": []}
+    real = server.api.handle
+
+    def handle(request):
+        response = real(request)
+        if server.api.is_api_request(request):
+            cookies = request.headers.get("Cookie", "")
+            seen["cookies"].append(
+                {part.split("=", 1)[0].strip() for part in cookies.split(";") if "=" in part}
+            )
+            if response.status == 200:
+                seen["answers"].append(set(json.loads(response.body)))
+        return response
+
+    server.api.handle = handle
+    return seen
+
+
+@pytest.mark.parametrize("omit_empty_lists", [True, False])
+@pytest.mark.parametrize("account_ids", [None, ["acct-alpha", "acct-bravo"]])
+def test_a_period_without_usage_is_no_rows_whether_its_lists_are_absent_or_empty(
+    evo, omit_empty_lists, account_ids
+):
+    # ServiceStack leaves null lists out: a day without usage answers {} (the sandbox's default);
+    # the other reading answers empty lists. Either way: no rows for that day, no retry, exact.
+    server = evo(omit_empty_lists=omit_empty_lists)
+    seen = _capture_answers(server)
+    run = evo_run(evo_config(server, account_ids=account_ids))
+    assert_figures_exact(run, server, "day", accounts=set(account_ids) if account_ids else None)
+    partitions = len(account_ids or [None])
+    assert server.requests == partitions * len(expected_periods("day")), "nothing asked twice"
+    if omit_empty_lists:
+        assert set() in seen["answers"], "some answers were {}"
+    else:
+        assert {"accountUsage", "customerUsage"} == set.union(*seen["answers"])
+    assert "retrying" not in run.stderr
+
+
+def test_credentials_login_sends_back_every_cookie_the_login_set(evo):
+    # A rememberMe login stores the session under ss-pid and sets ss-opt=perm; ServiceStack looks
+    # the session up under ss-pid only when ss-opt says perm. ss-id and ss-pid alone answer 401.
+    server = evo()
+    seen = _capture_answers(server)
+    run = evo_run(evo_config(server, auth_method="credentials", end_date="2024-01-20"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert seen["cookies"], "requests were made"
+    assert all({"ss-id", "ss-pid", "ss-opt", "X-UAId"} <= names for names in seen["cookies"])
+    assert server.api.logins == 1
+    for value in server.api.issued_sessions:  # ss-id and ss-pid values: masked everywhere
+        assert value not in run.stdout + run.stderr
+
+
+def test_the_sandbox_refuses_a_session_sent_without_its_options_cookie(evo):
+    # What the tap did before: ss-id and ss-pid only. ServiceStack then looks the session up under
+    # ss-id, where a rememberMe login did not store it.
+    import requests
+
+    server = evo()
+    login = requests.post(
+        server.base_url + "/auth/credentials",
+        json={
+            "provider": "credentials",
+            "userName": EVO_USERNAME,
+            "password": EVO_PASSWORD,
+            "rememberMe": True,
+        },
+        timeout=5,
+    )
+    jar = login.cookies
+    params = {"startDate": "2024-01-20", "endDate": "2024-01-20"}
+    url = server.base_url + "/ai/usage"
+    headers = {"Accept": "application/json"}
+    partial = {k: jar[k] for k in ("ss-id", "ss-pid")}
+    assert (
+        requests.get(url, params=params, headers=headers, cookies=partial, timeout=5).status_code
+        == 401
+    )
+    full = jar.get_dict()
+    assert (
+        requests.get(url, params=params, headers=headers, cookies=full, timeout=5).status_code
+        == 200
+    )
+
+
+def test_a_host_without_get_ai_usage_is_named_by_the_connection_test(evo):
+    server = evo(serves_usage=False)
+    probe = evo_run(evo_config(server), None, "--test")
+    assert probe.returncode == 1
+    failed = next(line for line in probe.stderr.splitlines() if "Connection test failed" in line)
+    assert "may not be deployed" in failed and "https://team.evovoice.io" in failed
+    run = evo_run(evo_config(server))
+    assert run.returncode == 1
+    assert "https://team.evovoice.io" in run.stderr.splitlines()[-1]
 
 
 def test_partial_first_and_last_months_carry_their_true_days(evo):

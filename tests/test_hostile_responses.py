@@ -18,6 +18,7 @@ import typing as t
 import pytest
 
 from billing_sandbox.server import Request, Response, SandboxServer
+from tests.reliability import record_key, record_value
 from tests.support import run_tap
 from tests.test_fault_matrix import CASES, TapCase, check_outcome
 
@@ -159,7 +160,7 @@ def test_an_unknown_field_is_left_out_with_one_warning_and_the_record_kept(tap):
         server.stop()
 
 
-@pytest.mark.parametrize("tap", ALL)
+@pytest.mark.parametrize("tap", PAGED)
 def test_null_where_the_list_belongs_is_asked_again(tap):
     case, shape = CASES[tap], SHAPES[tap]
     server = start(case, on_json({2}, lambda body: {**body, shape["list"]: None}))
@@ -171,7 +172,7 @@ def test_null_where_the_list_belongs_is_asked_again(tap):
         server.stop()
 
 
-@pytest.mark.parametrize("tap", ALL)
+@pytest.mark.parametrize("tap", PAGED)
 def test_null_lists_past_the_retry_budget_fail_cleanly(tap):
     case, shape = CASES[tap], SHAPES[tap]
     server = start(case, on_json(range(2, 100), lambda body: {**body, shape["list"]: None}))
@@ -180,6 +181,78 @@ def test_null_lists_past_the_retry_budget_fail_cleanly(tap):
         assert outcome == "failed-cleanly"
         assert len(server.api_log()) == 4
         assert "Giving up after retries" in result.stderr
+    finally:
+        server.stop()
+
+
+def test_evo_voice_absent_or_null_lists_are_periods_without_rows():
+    # ServiceStack leaves null members out of its JSON: {"customerUsage": [...]} and
+    # {"accountUsage": null, ...} both say "no account rows" for that period, not "ask again".
+    case = CASES["evovoice"]
+
+    def edit(number: int) -> t.Callable[[dict[str, t.Any]], t.Any]:
+        def apply(body: dict[str, t.Any]) -> dict[str, t.Any]:
+            if number == 2:
+                body.pop("accountUsage", None)
+            else:
+                body["accountUsage"] = None
+            return body
+
+        return apply
+
+    emptied: set[str] = set()
+
+    def mutate(number: int, request: Request, response: Response) -> Response:
+        if number in (2, 3) and response.status == 200:
+            emptied.add(request.query["startDate"][-1])
+            return Response.json(200, edit(number)(json.loads(response.body)))
+        return response
+
+    server = start(case, mutate)
+    try:
+        result = run_tap(case.config(server), module=case.module)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(emptied) == 2
+        truth = case.truth(server)
+        want = {
+            key: fact.value
+            for key, fact in truth.items()
+            if not (key[0] == "ai_account_usage" and key[-1] in emptied)
+        }
+        got = {record_key(m): record_value(m) for m in result.messages if m["type"] == "RECORD"}
+        assert got == want
+        assert len(server.api_log()) == 8, "one request per day, none asked again"
+        assert "retrying" not in result.stderr
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            {"ok": False, "error": "the request could not be served"},
+            "does not send: ['error', 'ok']",
+        ),
+        (
+            {"responseStatus": {"errorCode": "Exception", "message": "backend unavailable"}},
+            "Exception: backend unavailable",
+        ),
+    ],
+    ids=["keys-it-never-sends", "response-status-error"],
+)
+def test_evo_voice_an_answer_without_rows_that_is_not_a_usage_answer_fails(body, said):
+    case = CASES["evovoice"]
+
+    def mutate(number: int, request: Request, response: Response) -> Response:
+        return Response.json(200, body) if number == 3 else response
+
+    server = start(case, mutate)
+    try:
+        result, outcome = run(case, server)
+        assert outcome == "failed-cleanly"
+        assert said in problem(result)
+        assert len(server.api_log()) == 3, "not asked again"
     finally:
         server.stop()
 
