@@ -2,6 +2,7 @@
 
 - ``POST`` to a customer-specific URL with ``Authorization: Bearer <token>`` and a JSON body
   ``{type: "a,b", start, end, host?, start_token?}`` (``Start`` is accepted too, as in the seed).
+  ``type: ""`` asks for every type, as the only public client does (``LuminBillingTypes.ALL``).
 - Answers ``{"ok": true, "items": [...], "next_token": ...}``; the end of paging is signalled by an
   absent, a null or an empty token, in turn, so that all three occur.
 - Items are in id order, which is no time order. Field naming: ``timestamp``/``type`` (the sample
@@ -227,7 +228,8 @@ class LuminAPI:
         selected = [
             e
             for e in events[low:high]
-            if e.type in query.types and (query.host is None or e.host_id == query.host)
+            if (query.types is None or e.type in query.types)
+            and (query.host is None or e.host_id == query.host)
         ]
         selected.sort(key=lambda e: e.id)
         return selected
@@ -251,21 +253,22 @@ class LuminAPI:
 
 @dataclass(frozen=True)
 class _Query:
-    types: frozenset[str]
+    types: frozenset[str] | None  # None: every type
     start: dt.datetime
     end: dt.datetime
     host: str | None
 
     @property
     def fingerprint(self) -> str:
-        text = f"{sorted(self.types)}|{self.start.isoformat()}|{self.end.isoformat()}|{self.host}"
+        types = sorted(self.types) if self.types is not None else "*"
+        text = f"{types}|{self.start.isoformat()}|{self.end.isoformat()}|{self.host}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
     def from_payload(cls, payload: dict[str, object]) -> _Query:
         kinds = payload.get("type")
-        if not isinstance(kinds, str) or not kinds:
-            msg = "type is required: one event type or several separated by commas"
+        if not isinstance(kinds, str):
+            msg = "type is required: one event type, several separated by commas, or '' for all"
             raise ValueError(msg)
         if " " in kinds:
             msg = "type: separate event types with commas and no spaces"
@@ -276,7 +279,7 @@ class _Query:
         if host is not None and not isinstance(host, str):
             msg = "host must be a string"
             raise ValueError(msg)
-        return cls(frozenset(kinds.split(",")), start, end, host)
+        return cls(frozenset(kinds.split(",")) if kinds else None, start, end, host)
 
 
 def _parse_time(value: object, name: str) -> dt.datetime:

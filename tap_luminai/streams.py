@@ -29,6 +29,12 @@ if t.TYPE_CHECKING:
 #: end are inclusive or exclusive, and no item is ever emitted by two windows.
 BOUNDARY_GUARD = timedelta(seconds=1)
 
+#: The bookmark key of "every event type" (``event_types: []``), asked for with ``type: ""`` as the
+#: only public client does (Bruin-Dev/Intelygenz, ``LuminBillingTypes.ALL = ""``).
+ALL_TYPES = "*"
+#: The default types, as the seed advises for simple pricing.
+DEFAULT_TYPES = ("billing.scheduled",)
+
 #: The two field namings of the seed: the sample response's, and the field list's.
 ALIASES = {"datetime": "timestamp", "event_type": "type"}
 
@@ -70,7 +76,11 @@ class BillingEventsStream(WindowedRESTStream):
         return [{"host_id": host} for host in dict.fromkeys(hosts)] or None
 
     def query_keys(self, context: Context | None) -> list[str]:
-        return sorted(set(self.config.get("event_types") or ["billing.scheduled"]))
+        """The event types, each with its own bookmark; ``[]`` is one key: every type."""
+        types = self.config.get("event_types")
+        if types is None:
+            types = DEFAULT_TYPES
+        return sorted(set(types)) or [ALL_TYPES]
 
     def get_new_paginator(self) -> BodyTokenPaginator:
         return BodyTokenPaginator(lambda response: self.decoded_body(response).get("next_token"))
@@ -80,7 +90,7 @@ class BillingEventsStream(WindowedRESTStream):
     ) -> dict[str, t.Any]:
         query = WindowQuery.from_context(context)
         payload: dict[str, t.Any] = {
-            "type": ",".join(query.keys),
+            "type": "" if query.keys == (ALL_TYPES,) else ",".join(query.keys),
             "start": format_timestamp(query.window.start - BOUNDARY_GUARD),
             "end": query.window.end_text,
         }

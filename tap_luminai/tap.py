@@ -9,7 +9,7 @@ from singer_sdk import typing as th
 from billing_toolkit import settings as common
 from billing_toolkit.tap import BillingTap, ConnectionCheckError, explain_connection_failure
 from billing_toolkit.windows import DateWindow
-from tap_luminai.streams import BillingEventsStream
+from tap_luminai.streams import ALL_TYPES, BillingEventsStream
 
 
 class TapLuminai(BillingTap):
@@ -40,8 +40,10 @@ class TapLuminai(BillingTap):
             default=["billing.scheduled"],
             title="Event types",
             description=(
-                "Billable event types to extract, e.g. billing.scheduled, billing.rescheduled. "
-                "A type added later is extracted from start_date."
+                "Billable event types to extract, e.g. billing.scheduled, billing.rescheduled, "
+                "billing.delete; each has its own bookmark, so a type added later is extracted from "
+                'start_date. [] (an empty list): every type, sent as type "" as the public client '
+                "does, with its own bookmark."
             ),
         ),
         th.Property(
@@ -65,12 +67,12 @@ class TapLuminai(BillingTap):
             *common.validate_api_url(config),
             *common.validate_secret(config, "token"),
             *common.validate_string_list(config, "event_types", forbid=", "),
-            *common.validate_string_list(config, "hosts"),
             *(
-                ["event_types must name at least one event type"]
-                if config.get("event_types") == []
+                [f"event_types: {ALL_TYPES!r} is not an event type; use [] for every type"]
+                if any(ALL_TYPES in str(item) for item in config.get("event_types") or [])
                 else []
             ),
+            *common.validate_string_list(config, "hosts"),
             *common.validate_window_settings(config),
         ]
 

@@ -21,7 +21,7 @@ CASES = {
         {"event_types": ["billing.scheduled,billing.delete"]},
         "event_types",
     ),
-    "empty event types": ({"event_types": []}, "event_types"),
+    "a wildcard event type": ({"event_types": ["*"]}, "event_types"),
     "empty host": ({"hosts": [""]}, "hosts"),
     "plain http to a remote host": ({"api_url": "http://billing.example.com/api"}, "api_url"),
     "not a URL": ({"api_url": "billing-api"}, "api_url"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -113,3 +114,26 @@ def test_unknown_item_fields_keep_the_record_and_warn(lumin):
     assert sorted(run.ids) == sorted(truth_ids(server))
     assert "billing_region" in run.stderr  # the SDK names the field it does not know
     assert all("billing_region" not in r for r in run.records)
+
+
+def test_an_empty_event_types_list_reads_every_type_sent_as_an_empty_type(lumin):
+    server = lumin()
+    run = run_tap(lumin_config(server, event_types=[]))
+    assert run.returncode == 0, run.stderr[-2000:]
+    truth = {e.id for e in server.api.truth(start=START, end=END)}
+    assert len({e.type for e in server.api.truth(start=START, end=END)}) == 5
+    assert len(run.ids) == len(set(run.ids)) and set(run.ids) == truth
+    assert {json.loads(r.body)["type"] for r in server.api_log()} == {""}
+    state = run.last_state["bookmarks"]["billing_events"]
+    assert state["bookmarks_by_key"] == {"*": END.isoformat(timespec="microseconds")}
+    assert state["replication_key_value"] == END.isoformat(timespec="microseconds")
+
+
+def test_switching_to_every_type_reads_it_from_start_date_with_its_own_bookmark(lumin):
+    server = lumin()
+    first = run_tap(lumin_config(server, event_types=["billing.scheduled"]))
+    second = run_tap(lumin_config(server, event_types=[]), first.last_state)
+    assert second.returncode == 0
+    assert set(second.ids) == {e.id for e in server.api.truth(start=START, end=END)}
+    by_key = second.last_state["bookmarks"]["billing_events"]["bookmarks_by_key"]
+    assert by_key["*"] == END.isoformat(timespec="microseconds")
