@@ -99,6 +99,7 @@ class EvoSettings:
 
 class EvoAPI:
     name = "evovoice"
+    one_request_at_a_time = False  # undocumented: overlaps are counted, not refused
 
     def __init__(self, rows: list[DailyUsage], settings: EvoSettings | None = None) -> None:
         self.settings = settings or EvoSettings()

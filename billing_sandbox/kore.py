@@ -152,6 +152,7 @@ class KoreSettings:
 
 class KoreAPI:
     name = "kore"
+    one_request_at_a_time = False  # undocumented: overlaps are counted, not refused
 
     def __init__(self, sessions: list[KoreSession], settings: KoreSettings | None = None) -> None:
         self.settings = settings or KoreSettings()

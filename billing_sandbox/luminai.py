@@ -118,6 +118,7 @@ class LuminAPI:
     """The API over a mutable event list; safe to add events while it serves."""
 
     name = "luminai"
+    one_request_at_a_time = True  # the document asks for one request at a time
 
     def __init__(self, events: list[LuminEvent], settings: LuminSettings | None = None) -> None:
         self.settings = settings or LuminSettings()

@@ -46,6 +46,7 @@ class PrebuiltPages:
     def __init__(self, api: SandboxAPI, *, record_keys: bool = False) -> None:
         self.api = api
         self.name = api.name
+        self.one_request_at_a_time = api.one_request_at_a_time
         #: Keep the key of every API request (see :meth:`asked`), to compare what clients asked.
         self.record_keys = record_keys
         self._cache: dict[RequestKey, Response] = {}

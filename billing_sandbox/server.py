@@ -2,9 +2,10 @@
 
 A :class:`SandboxServer` runs a threading HTTP/1.1 server on loopback around one :class:`SandboxAPI`
 (HTTPS when given an ``ssl.SSLContext``, e.g. one whose certificate a private test CA issued).
-It counts requests, refuses and counts any request that arrives while another is in flight (the
-vendors ask for one request at a time), injects faults from a :class:`FaultPlan`, and keeps a log of
-what it was asked, for tests to check.
+It counts requests and any request that arrives while another is in flight (the taps send one at a
+time), refuses such a request where the API says so (Lumin.ai: "Always permit one request to end
+before beginning another"; ``one_request_at_a_time``), injects faults from a :class:`FaultPlan`, and
+keeps a log of what it was asked, for tests to check.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class SandboxAPI(t.Protocol):
     """One vendor API: answers requests and describes its own error bodies."""
 
     name: str
+    #: Whether the API refuses a request while another is in flight (409), as Lumin.ai asks.
+    one_request_at_a_time: bool
 
     def handle(self, request: Request) -> Response: ...
 
@@ -255,7 +258,7 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 return
             record, concurrent = server._enter(request)
             try:
-                if concurrent:
+                if concurrent and server.api.one_request_at_a_time:
                     response = server.api.error_body(
                         409, "another request is in flight: send one request at a time"
                     )
