@@ -9,7 +9,8 @@ MELTANO := $(MELTANO_VENV)/bin/meltano
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export MELTANO_CLI_DISABLE_VERSION_CHECK := true
 
-.PHONY: install meltano airflow lint typecheck pytest test soak demo clean readme meltano-yml bench
+.PHONY: install meltano airflow lint typecheck pytest test soak demo clean readme meltano-yml bench \
+	airflow-plan airflow-pools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +22,18 @@ install: $(BIN)/.installed
 # Meltano in its own virtualenv; it installs the taps (pip_url: -e .) and targets with uv.
 $(MELTANO_VENV)/.installed: meltano.yml pyproject.toml
 	$(PYTHON) -m venv $(MELTANO_VENV)
-	$(MELTANO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'meltano==4.4.1' uv
+	$(MELTANO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'meltano[postgres]==4.4.1' uv
 	$(MELTANO) install
 	touch $@
 
 meltano: $(MELTANO_VENV)/.installed
 
-# Airflow 3 in its own virtualenv, only to test the DAG file (orchestrate/dags) with `airflow dags test`.
+# Airflow 3 in its own virtualenv (with PostgreSQL support for its metadata database), to test the
+# DAG file (orchestrate/dags) on a real scheduler.
 AIRFLOW_VENV ?= .venv-airflow
 $(AIRFLOW_VENV)/.installed: $(MELTANO_VENV)/.installed
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(MELTANO_VENV)/bin/uv pip install --quiet --python $(AIRFLOW_VENV)/bin/python 'apache-airflow==3.3.2'
+	$(MELTANO_VENV)/bin/uv pip install --quiet --python $(AIRFLOW_VENV)/bin/python 'apache-airflow[postgres]==3.3.2'
 	touch $@
 
 airflow: $(AIRFLOW_VENV)/.installed
@@ -72,3 +74,13 @@ readme: install
 
 meltano-yml: install
 	$(BIN)/python -m tests.meltano_settings --write
+
+# The schedules, jobs and plugin types the Airflow DAG file reads, as Meltano resolves them.
+airflow-plan: install meltano
+	$(BIN)/python -m tests.airflow_plan --write
+
+# The Airflow pools the DAGs use (one writer per DuckDB file, the vendors' limits), for
+# `airflow pools import build/airflow-pools.json`.
+airflow-pools: airflow
+	mkdir -p build
+	$(AIRFLOW_VENV)/bin/python orchestrate/dags/meltano_schedules.py pools > build/airflow-pools.json

@@ -1,121 +1,161 @@
-"""The Airflow 3 DAG file, tested with the real apache-airflow (its own virtualenv) and `airflow dags
-test` running the Meltano schedules against the sandbox."""
+"""The Airflow 3 DAG file, read by the real apache-airflow (its own virtualenv): whole job steps in
+the job's order, one writer per DuckDB file, no state id run by two tasks, the fan-out by partition.
+The real scheduler runs it in ``tests/test_airflow_scheduler.py``."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support import (
-    KORE_BOTS,
-    KORE_END,
-    KORE_START,
-    assert_no_secrets,
-    lumin_truth_ids,
-)
-from tests.test_meltano_e2e import MELTANO, landed, sandbox_env
+from tests import airflow_plan
 
 ROOT = Path(__file__).resolve().parent.parent
-AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
-DAGS = ROOT / "orchestrate" / "dags"
+AIRFLOW_PYTHON = ROOT / ".venv-airflow" / "bin" / "python"
 pytestmark = pytest.mark.skipif(
-    not (AIRFLOW_BIN / "airflow").exists() or not MELTANO.exists(),
+    not AIRFLOW_PYTHON.exists() or not airflow_plan.MELTANO.exists(),
     reason="run `make airflow meltano` first (make test does)",
 )
-INSPECT = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
-import meltano_schedules as module
-from airflow.sdk import DAG
-out = {}
-for name, dag in vars(module).items():
-    if isinstance(dag, DAG):
-        out[dag.dag_id] = {
-            "schedule": str(dag.schedule), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
-            "tasks": sorted(t.task_id for t in dag.tasks),
-            "retries": sorted({t.retries for t in dag.tasks}),
-            "operators": sorted({type(t).__module__ + "." + type(t).__name__ for t in dag.tasks}),
-            "commands": sorted(t.bash_command for t in dag.tasks),
-        }
-print(json.dumps(out))
-"""
+PLAN = json.loads(airflow_plan.PLAN.read_text())
+TYPES = [
+    {"name": "tap-luminai", "type": "extractor"},
+    {"name": "tap-kore-billing", "type": "extractor"},
+    {"name": "target-duckdb", "type": "loader"},
+    {"name": "target-postgres", "type": "loader"},
+    {"name": "hide-dids", "type": "mapper"},
+    {"name": "dbt-duckdb", "type": "utility"},
+]
+DECLARATION = {
+    "duckdb_files": [{"file": "out/w.duckdb", "writers": ["target-duckdb", "dbt-duckdb"]}],
+    "extractor_pools": {"tap-luminai": "luminai_token"},
+}
 
 
-@pytest.fixture
-def airflow_env(tmp_path):
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_HOME=str(tmp_path / "airflow"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
-        AIRFLOW__CORE__LOAD_EXAMPLES="false",
-        MELTANO_PROJECT_ROOT=str(ROOT),
-    )
-    subprocess.run(
-        [str(AIRFLOW_BIN / "airflow"), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        check=True,
-        timeout=300,
-    )
-    return env
-
-
-def test_each_schedule_is_a_dag_with_one_task_per_tap(airflow_env):
+def inspect(**request: object) -> dict:
     result = subprocess.run(
-        [str(AIRFLOW_BIN / "python"), "-c", INSPECT, str(DAGS)],
-        env=airflow_env,
+        [str(AIRFLOW_PYTHON), str(ROOT / "tests" / "airflow_inspect.py")],
+        input=json.dumps(request),
         capture_output=True,
         text=True,
         check=True,
+        timeout=120,
     )
-    dags = json.loads(result.stdout)
-    assert set(dags) == {
-        "meltano_luminai-daily",
-        "meltano_kore-billing-daily",
-        "meltano_evovoice-daily",
-        "meltano_billing-all-daily",
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def schedule(name: str, *steps: str, env: dict | None = None) -> dict:
+    return {
+        "name": name,
+        "interval": "@daily",
+        "env": env or {},
+        "job": {"name": name, "tasks": list(steps)},
     }
-    everything = dags["meltano_billing-all-daily"]
-    assert everything["tasks"] == ["tap_evovoice", "tap_kore_billing", "tap_luminai"]
-    for dag in dags.values():
-        assert dag["schedule"] == "@daily"
-        assert dag["catchup"] is False
-        assert dag["max_active_runs"] == 1
-        assert dag["retries"] == [3]
-        assert dag["operators"] == ["airflow.providers.standard.operators.bash.BashOperator"]
-        assert all(
-            "run tap-" in command and "--environment=" in command for command in dag["commands"]
+
+
+def plan_of(*schedules: dict) -> dict:
+    return {"plugins": TYPES, "schedules": {"job": list(schedules), "elt": []}}
+
+
+def test_the_plan_is_what_meltano_resolves_from_the_project_now():
+    # The DAG file reads the schedules and plugin types from this file; `make airflow-plan`.
+    assert airflow_plan.plan() == PLAN
+
+
+def test_each_step_of_a_job_is_one_task_running_the_whole_step_in_the_jobs_order():
+    steps = (
+        "tap-luminai hide-dids target-duckdb dbt-duckdb:build",
+        "tap-kore-billing target-duckdb",
+        "dbt-duckdb:test",
+    )
+    out = inspect(plan=plan_of(schedule("nightly", *steps, env={"X_FLAG": "1"})), declaration={})
+    dag = out["dags"]["meltano_nightly"]
+    tasks = dag["tasks"]
+    names = sorted(tasks)
+    assert len(names) == 3
+    for name, step in zip(names, steps, strict=True):
+        assert (
+            f"run {{{{ '--force' if ti.try_number > 1 else '' }}}} {step}" in tasks[name]["command"]
         )
+        assert tasks[name]["env"] == {"X_FLAG": "1"}
+    assert [tasks[n]["upstream"] for n in names] == [[], [names[0]], [names[1]]]
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1
 
 
-def test_airflow_dags_test_runs_the_schedule_against_the_sandbox(
-    airflow_env, tmp_path, lumin, kore, evo
-):
-    servers = {"lumin": lumin(events=400), "kore": kore(conversations=200), "evo": evo()}
-    env = sandbox_env(airflow_env, servers, tmp_path)
-    result = subprocess.run(
-        [str(AIRFLOW_BIN / "airflow"), "dags", "test", "meltano_billing-all-daily"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=tmp_path,
+def test_every_writer_of_a_duckdb_file_holds_its_lock_and_a_vendor_pool_is_taken():
+    out = inspect(
+        plan=plan_of(
+            schedule("a", "tap-luminai hide-dids target-duckdb", "dbt-duckdb:build"),
+            schedule("b", "tap-kore-billing target-postgres"),
+        ),
+        declaration=DECLARATION,
     )
-    assert_no_secrets(result.stdout, result.stderr)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "state=success" in result.stdout + result.stderr
-    events = {row[0] for row in landed(tmp_path, "select id from billing.billing_events")}
-    assert events == lumin_truth_ids(servers["lumin"])
-    sessions = {
-        row[0] for row in landed(tmp_path, "select billingsessionid from billing.billing_sessions")
+    tasks = {
+        (dag, name): task for dag in out["dags"] for name, task in out["dags"][dag]["tasks"].items()
     }
-    assert sessions == {
-        s.billingSessionId
-        for s in servers["kore"].api.truth(bots=set(KORE_BOTS), start=KORE_START, end=KORE_END)
+    locks = {key: task["env"].get("MELTANO_TASK_LOCK") for key, task in tasks.items()}
+    pools = {key: task["pool"] for key, task in tasks.items()}
+    a1, a2 = sorted(k for k in tasks if k[0] == "meltano_a")
+    (b1,) = [k for k in tasks if k[0] == "meltano_b"]
+    assert locks == {a1: "out/w.duckdb.lock", a2: "out/w.duckdb.lock", b1: None}
+    assert pools == {a1: "luminai_token", a2: "default_pool", b1: "default_pool"}
+    assert out["pools"]["luminai_token"]["slots"] == 1
+
+
+def test_a_step_that_needs_two_pools_or_writes_two_duckdb_files_is_refused():
+    declaration = {**DECLARATION, "extractor_pools": {"tap-luminai": "x", "tap-kore-billing": "y"}}
+    out = inspect(
+        plan=plan_of(schedule("a", "tap-luminai target-postgres tap-kore-billing target-postgres")),
+        declaration=declaration,
+    )
+    assert "several pools" in out["error"] and "split the step" in out["error"]
+
+
+def test_two_schedules_of_one_extractor_and_loader_are_refused():
+    out = inspect(
+        plan=plan_of(
+            schedule("luminai-daily", "tap-luminai target-duckdb"),
+            schedule("everything", "tap-luminai target-duckdb", "tap-kore-billing target-duckdb"),
+        ),
+        declaration={},
+    )
+    assert "tap-luminai-to-target-duckdb" in out["error"]
+    assert "meltano_luminai-daily" in out["error"] and "meltano_everything" in out["error"]
+
+
+def test_the_project_dags_one_per_schedule_and_one_per_fanout():
+    out = inspect()
+    assert set(out["dags"]) == {
+        "meltano_billing-all-daily",
+        "meltano_kore-billing-by-bot",
+        "meltano_evovoice-by-account",
+        "meltano_luminai-by-host",
     }
-    assert landed(tmp_path, "select count(*) from billing.ai_account_usage")[0][0] > 0
+    for dag in out["dags"].values():
+        assert dag["schedule"] == "@daily"
+        assert all(
+            t["operator"] == "airflow.providers.standard.operators.bash.BashOperator"
+            for t in dag["tasks"].values()
+        )
+        assert all(t["retries"] == 3 for t in dag["tasks"].values())
+
+
+def test_the_fanout_is_one_task_per_partition_with_its_own_state_id_and_pool():
+    bots = ["st-a", "st-b", "st-c", "st-d"]
+    out = inspect(env={"BILLING_FANOUT_KORE_BOT_IDS": json.dumps(bots)})
+    tasks = out["dags"]["meltano_kore-billing-by-bot"]["tasks"]
+    assert sorted(tasks) == [f"bot_ids-{b}" for b in bots]
+    for bot in bots:
+        task = tasks[f"bot_ids-{bot}"]
+        assert task["env"] == {"TAP_KORE_BILLING_BOT_IDS": json.dumps([bot])}
+        assert (
+            f"--state-id-suffix=bot_ids-{bot} tap-kore-billing target-postgres" in task["command"]
+        )
+        assert task["pool"] == f"kore_bot_{bot}" and task["upstream"] == []
+    hosts = out["dags"]["meltano_luminai-by-host"]["tasks"]
+    assert {t["pool"] for t in hosts.values()} == {"luminai_token"}
+    assert out["pools"]["luminai_token"]["slots"] == 1
+    assert {f"kore_bot_{b}" for b in bots} <= set(out["pools"])
+    accounts = out["dags"]["meltano_evovoice-by-account"]["tasks"]
+    assert {t["pool"] for t in accounts.values()} == {"default_pool"}
