@@ -6,6 +6,7 @@ import typing as t
 import pytest
 
 from billing_sandbox.server import SandboxServer
+from tests import postgres_server
 from tests.support import (
     ROOT,
     assert_no_secrets,
@@ -47,6 +48,18 @@ def kore() -> t.Iterator[t.Callable[..., SandboxServer]]:
 def evo() -> t.Iterator[t.Callable[..., SandboxServer]]:
     """Start Evo Voice sandboxes for one test; all are stopped after it."""
     yield from _sandboxes(evo_sandbox)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> t.Iterator[postgres_server.PostgresServer]:
+    """The suite's own PostgreSQL server (initdb in a temporary folder), for every test that needs
+    one; stopped and removed at the end of the session."""
+    reason = postgres_server.unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = postgres_server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

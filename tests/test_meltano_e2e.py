@@ -18,7 +18,6 @@ import pytest
 
 from billing_sandbox.evovoice import DailyUsage
 from billing_sandbox.luminai import generate_events
-from tests import postgres_server
 from tests.support import (
     END,
     EVO_END,
@@ -271,16 +270,6 @@ def test_meltano_config_test_passes_and_fails_clearly(project, tap):
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    reason = postgres_server.unavailable()
-    if reason:
-        pytest.skip(reason)
-    server = postgres_server.start()
-    yield server
-    server.stop()
 
 
 def _with_postgres(env: dict[str, str], server, schema: str) -> dict[str, str]:
