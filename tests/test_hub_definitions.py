@@ -1,0 +1,154 @@
+"""The Meltano Hub definitions (hub/extractors/<tap>/<variant>.yml) are what the code generates,
+declare every capability and setting the tap has, and each settings group is one way to
+authenticate that the tap accepts."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from singer_sdk.exceptions import ConfigValidationError
+
+from tests.meltano_settings import (
+    HUB_DIR,
+    MELTANO_YML,
+    TAPS,
+    hub_path,
+    render_hub,
+    repository_url,
+)
+from tests.support import (
+    EVO_PASSWORD,
+    EVO_USERNAME,
+    KORE_CLIENT_ID,
+    KORE_CLIENT_SECRET,
+    LUMIN_TOKEN,
+)
+
+TAP_IDS = [tap.name for tap in TAPS]
+#: Keys a definition here may have (all accepted by the Hub's JSON schemas for extractor
+#: definitions, schemas/plugin_definitions/ in the Hub's repository), and the kinds and
+#: capabilities those schemas accept (less the deprecated kinds oauth and hidden).
+HUB_KEYS = {
+    "name", "namespace", "variant", "label", "description", "keywords", "maintenance_status",
+    "domain_url", "logo_url", "repo", "pip_url", "executable", "capabilities", "settings",
+    "settings_group_validation",
+}  # fmt: skip
+SETTING_KEYS = {"name", "label", "description", "kind", "value", "options", "sensitive"}
+KINDS = {
+    "string", "integer", "decimal", "boolean", "date_iso8601", "password", "options", "array",
+    "object", "email", "file",
+}  # fmt: skip
+CAPABILITIES = {
+    "properties", "catalog", "discover", "state", "about", "stream-maps", "schema-flattening",
+    "activate-version", "batch", "test", "log-based", "structured-logging",
+}  # fmt: skip
+#: A value of the right form for every setting a settings group names.
+GROUP_VALUES = {
+    "api_url": "https://billing.example.com/api",
+    "token": LUMIN_TOKEN,
+    "start_date": "2024-01-01",
+    "client_id": KORE_CLIENT_ID,
+    "client_secret": KORE_CLIENT_SECRET,
+    "jwt": "hub-groups-test-ready-jwt-4c9e1a",
+    "username": EVO_USERNAME,
+    "password": EVO_PASSWORD,
+}
+
+
+def committed(tap_name: str) -> dict:
+    return yaml.safe_load(hub_path(tap_name).read_text())
+
+
+def declared_schema(tap: type) -> dict:
+    """The tap's settings with the SDK's own (stream maps, flattening), from the class itself."""
+    schema = dict(tap.config_jsonschema)
+    tap.append_builtin_config(schema)
+    return schema
+
+
+@pytest.mark.parametrize("tap", TAPS, ids=TAP_IDS)
+def test_hub_definition_is_what_the_code_generates(tap):
+    assert hub_path(tap.name).read_text() == render_hub(tap.name), "run `make hub-definitions`"
+
+
+def test_hub_folder_holds_one_definition_per_tap_and_nothing_else():
+    assert sorted(HUB_DIR.rglob("*.yml")) == sorted(hub_path(tap.name) for tap in TAPS)
+
+
+@pytest.mark.parametrize("tap", TAPS, ids=TAP_IDS)
+def test_capabilities_are_the_ones_the_tap_declares(tap):
+    declared = sorted(str(capability) for capability in tap.capabilities)
+    assert "structured-logging" in declared
+    assert committed(tap.name)["capabilities"] == declared
+    extractors = {
+        e["name"]: e for e in yaml.safe_load(MELTANO_YML.read_text())["plugins"]["extractors"]
+    }
+    assert extractors[tap.name]["capabilities"] == declared
+
+
+@pytest.mark.parametrize("tap", TAPS, ids=TAP_IDS)
+def test_every_setting_is_declared_with_its_kind_default_and_secrecy(tap):
+    definition = {s["name"]: s for s in committed(tap.name)["settings"]}
+    properties = declared_schema(tap)["properties"]
+    for name, schema in properties.items():
+        nested = {n: s for n, s in definition.items() if n.startswith(f"{name}.")}
+        assert name in definition or nested, f"{tap.name}: {name} missing"
+        if name not in definition:  # an object of fixed keys: one setting per key
+            assert set(nested) == {f"{name}.{key}" for key in schema["properties"]}
+            continue
+        entry = definition[name]
+        secret = bool(schema.get("secret"))
+        assert entry.get("sensitive", False) == secret, name
+        assert (entry["kind"] == "password") == secret, name
+        assert entry.get("value") == schema.get("default"), name
+        if "enum" in schema:
+            assert entry["kind"] == "options"
+            assert [o["value"] for o in entry["options"]] == schema["enum"]
+        assert entry["label"] and entry["description"], name
+    for name in ("stream_maps", "stream_map_config", "flattening_enabled", "flattening_max_depth"):
+        assert name in definition
+    assert {"faker_config.seed", "faker_config.locale"} <= set(definition)
+
+
+@pytest.mark.parametrize("tap", TAPS, ids=TAP_IDS)
+def test_hub_definition_has_the_hub_form(tap):
+    definition = committed(tap.name)
+    assert set(definition) <= HUB_KEYS
+    assert {"name", "namespace", "variant", "label", "description", "pip_url", "executable"} <= set(
+        definition
+    )
+    assert definition["name"] == definition["executable"] == tap.name
+    assert definition["namespace"] == tap.name.replace("-", "_")
+    assert definition["variant"] == hub_path(tap.name).stem
+    assert definition["repo"] == repository_url()
+    assert definition["pip_url"] == f"git+{repository_url()}.git"
+    assert list(definition) == sorted(definition)
+    assert set(definition["capabilities"]) <= CAPABILITIES
+    names = [s["name"] for s in definition["settings"]]
+    assert names == sorted(names) and len(names) == len(set(names))
+    for entry in definition["settings"]:
+        assert set(entry) <= SETTING_KEYS and entry["kind"] in KINDS, entry["name"]
+        assert list(entry) == sorted(entry)
+    for group in definition["settings_group_validation"]:
+        assert group == sorted(group) and set(group) <= set(names)
+
+
+#: One group per way to authenticate, as the issue names them.
+AUTH_GROUPS = {
+    "tap-luminai": [["api_url", "token", "start_date"]],
+    "tap-kore-billing": [["client_id", "client_secret", "start_date"], ["jwt", "start_date"]],
+    "tap-evovoice": [["username", "password", "start_date"]],
+}
+
+
+@pytest.mark.parametrize("tap", TAPS, ids=TAP_IDS)
+def test_each_settings_group_is_one_way_to_authenticate_that_the_tap_accepts(tap):
+    groups = committed(tap.name)["settings_group_validation"]
+    assert groups == [sorted(group) for group in AUTH_GROUPS[tap.name]]
+    for group in groups:
+        assert set(declared_schema(tap).get("required", [])) <= set(group)
+        tap(config={name: GROUP_VALUES[name] for name in group}, validate_config=True)
+        for missing in group:
+            config = {name: GROUP_VALUES[name] for name in group if name != missing}
+            with pytest.raises(ConfigValidationError):
+                tap(config=config, validate_config=True)
