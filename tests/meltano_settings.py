@@ -229,10 +229,12 @@ def current() -> str:
 def write() -> None:
     text = MELTANO_YML.read_text()
     MELTANO_YML.write_text(text.replace(current(), render()))
-    for tap in TAPS:
-        path = hub_path(tap.name)
+    generated = {hub_path(tap.name): render_hub(tap.name) for tap in TAPS}
+    for stale in set(HUB_DIR.rglob("*.yml")) - set(generated):  # e.g. after a variant change
+        stale.unlink()
+    for path, text in generated.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_hub(tap.name))
+        path.write_text(text)
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

@@ -1,8 +1,18 @@
 """The Meltano Hub definitions (hub/extractors/<tap>/<variant>.yml) are what the code generates,
 declare every capability and setting the tap has, and each settings group is one way to
-authenticate that the tap accepts."""
+authenticate that the tap accepts. The README tells users how to add a tap from them."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import typing as t
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,17 +21,26 @@ from singer_sdk.exceptions import ConfigValidationError
 from tests.meltano_settings import (
     HUB_DIR,
     MELTANO_YML,
+    ROOT,
     TAPS,
     hub_path,
     render_hub,
     repository_url,
 )
 from tests.support import (
+    END,
     EVO_PASSWORD,
     EVO_USERNAME,
     KORE_CLIENT_ID,
     KORE_CLIENT_SECRET,
     LUMIN_TOKEN,
+    LUMIN_TYPES,
+    MELTANO,
+    START,
+    lumin_config,
+    lumin_truth_ids,
+    parse_messages,
+    run_meltano,
 )
 
 TAP_IDS = [tap.name for tap in TAPS]
@@ -152,3 +171,117 @@ def test_each_settings_group_is_one_way_to_authenticate_that_the_tap_accepts(tap
             config = {name: GROUP_VALUES[name] for name in group if name != missing}
             with pytest.raises(ConfigValidationError):
                 tap(config=config, validate_config=True)
+
+
+# -- the README's "Use one tap in your own Meltano project" ----------------------------------------
+
+README_SECTION = "## Use one tap in your own Meltano project"
+
+
+def readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    assert README_SECTION in text
+    return text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+
+
+def add_command(tap_name: str) -> str:
+    """The README's `meltano add` line for this tap."""
+    pattern = rf"^meltano add .*\b{tap_name} --from-ref \S+$"
+    lines = re.findall(pattern, readme_section(), re.MULTILINE)
+    assert len(lines) == 1, f"one `meltano add` line for {tap_name}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("tap", TAPS, ids=TAP_IDS)
+def test_readme_adds_each_tap_from_its_definition(tap):
+    relative = hub_path(tap.name).relative_to(ROOT).as_posix()
+    assert add_command(tap.name).endswith(f"/{relative}")
+    section = readme_section()
+    assert f"git clone {repository_url()}.git" in section
+    assert f"pip_url: git+{repository_url()}.git" in section
+
+
+@pytest.mark.parametrize("tap", TAPS, ids=TAP_IDS)
+def test_readme_names_the_settings_to_set_and_the_secrets_environment_variables(tap):
+    rows = readme_section().splitlines()
+    row = next(line for line in rows if line.startswith(f"| `{tap.name}` |"))
+    secrets = {s["name"] for s in committed(tap.name)["settings"] if s.get("sensitive")}
+    prefix = tap.name.upper().replace("-", "_")
+    for group in AUTH_GROUPS[tap.name]:
+        for name in group:
+            assert f"`{name}`" in row, (tap.name, name)
+            if name in secrets:
+                assert f"`{prefix}_{name.upper()}`" in row, (tap.name, name)
+
+
+# -- a fresh Meltano project, as a user would start one ----------------------------------------------
+
+
+def checkout_pip_url() -> str:
+    """This checkout as a pip_url: ``git+file://`` (its committed HEAD, as the published
+    ``git+https://`` would be), or its path when it is not a git checkout of its own."""
+    toplevel = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--show-toplevel"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"git+file://{ROOT}" if toplevel and Path(toplevel).resolve() == ROOT else str(ROOT)
+
+
+def meltano(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = run_meltano(*args, cwd=project, env=env, timeout=300)
+    assert result.returncode == 0, f"meltano {' '.join(args[:2])}:\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture
+def fresh_project(tmp_path: Path) -> t.Iterator[tuple[Path, dict[str, str]]]:
+    """A new Meltano project of its own (``meltano init``), and an environment for Meltano with
+    nothing of this project's own runs in it. The installed tap is removed afterwards."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MELTANO_", "TAP_", "TARGET_"))
+    }
+    env.update(MELTANO_SEND_ANONYMOUS_USAGE_STATS="false", MELTANO_CLI_DISABLE_VERSION_CHECK="true")
+    meltano(tmp_path, env, "init", "project", "--no-usage-stats")
+    yield tmp_path / "project", env
+    shutil.rmtree(tmp_path / "project" / ".meltano" / "extractors", ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MELTANO.exists(), reason="run `make meltano` first (make test does)")
+def test_a_fresh_project_adds_tap_luminai_from_its_definition_and_extracts_every_event(
+    fresh_project, lumin, tmp_path
+):
+    project, env = fresh_project
+    server = lumin()
+    config = lumin_config(server)
+    definition = committed("tap-luminai")
+    ref = tmp_path / "tap-luminai.yml"
+    ref.write_text(yaml.safe_dump({**definition, "pip_url": checkout_pip_url()}, sort_keys=False))
+
+    # The README's command, pointed at the copy.
+    command = shlex.split(add_command("tap-luminai"))
+    meltano(project, env, *command[1:-1], str(ref))
+    plugins = yaml.safe_load((project / "meltano.yml").read_text())["plugins"]
+    assert list(plugins) == ["extractors"], "one extractor, nothing else"
+    (added,) = plugins["extractors"]
+    assert (added["name"], added["variant"]) == ("tap-luminai", definition["variant"])
+    assert added["capabilities"] == definition["capabilities"]
+
+    # Settings in meltano.yml, the secret only in the environment.
+    for name in ("api_url", "start_date", "end_date", "event_types"):
+        value = config[name]
+        text = json.dumps(value) if isinstance(value, list) else str(value)
+        meltano(project, env, "config", "set", "tap-luminai", name, text)
+    run = meltano(project, {**env, "TAP_LUMINAI_TOKEN": LUMIN_TOKEN}, "invoke", "tap-luminai")
+    assert LUMIN_TOKEN not in (project / "meltano.yml").read_text()
+
+    records = [m["record"] for m in parse_messages(run.stdout) if m["type"] == "RECORD"]
+    truth = server.api.truth(types=LUMIN_TYPES, start=START, end=END)  # type: ignore[attr-defined]
+    assert {r["id"] for r in records} == lumin_truth_ids(server)
+    assert len(records) == len(truth), "an event emitted twice"
+    expected = {e.id: {**dataclasses.asdict(e), "timestamp": e.timestamp_text} for e in truth}
+    assert {r["id"]: r for r in records} == expected
