@@ -9,8 +9,8 @@ MELTANO := $(MELTANO_VENV)/bin/meltano
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export MELTANO_CLI_DISABLE_VERSION_CHECK := true
 
-.PHONY: install meltano airflow lint typecheck pytest test soak demo clean readme meltano-yml bench \
-	airflow-plan airflow-pools
+.PHONY: install meltano airflow lint typecheck pytest test soak demo clean readme meltano-yml \
+	hub-definitions bench airflow-plan airflow-pools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,7 +72,9 @@ bench: install
 readme: install
 	$(BIN)/python -m tests.readme_tables --write
 
-meltano-yml: install
+# The extractors of meltano.yml and the Meltano Hub definitions (hub/extractors/) come from one
+# generator (tests/meltano_settings.py): either target rewrites both.
+meltano-yml hub-definitions: install
 	$(BIN)/python -m tests.meltano_settings --write
 
 # The schedules, jobs and plugin types the Airflow DAG file reads, as Meltano resolves them.

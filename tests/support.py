@@ -331,6 +331,27 @@ def run_tap_interrupted(
     return TapRun(process.returncode, stdout, stderr_text, parse_messages(stdout))
 
 
+#: Meltano, in its own virtualenv (``make meltano``).
+MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
+
+
+def run_meltano(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``meltano ARGS`` and check all it printed for every test secret."""
+    result = subprocess.run(
+        [str(MELTANO), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert_no_secrets(result.stdout, result.stderr)
+    return result
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SINGER_SDK_LOG_CONFIG", None)

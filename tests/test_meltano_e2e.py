@@ -28,15 +28,16 @@ from tests.support import (
     KORE_START,
     LUMIN_TOKEN,
     LUMIN_TYPES,
+    MELTANO,
     assert_no_secrets,
     evo_config,
     kore_config,
     lumin_config,
     lumin_truth_ids,
+    run_meltano,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
 DUCKDB_PYTHON = ROOT / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "python"
 pytestmark = pytest.mark.skipif(
     not MELTANO.exists(), reason="run `make meltano` first (make test does)"
@@ -105,16 +106,7 @@ def usage_truth(api) -> dict[tuple[str, str], int]:
 
 
 def meltano_run(env: dict[str, str], *blocks: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(MELTANO), "run", *blocks],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert_no_secrets(result.stdout, result.stderr)
+    result = run_meltano("run", *blocks, cwd=ROOT, env=env)
     for secret in (LUMIN_TOKEN, KORE_CLIENT_SECRET):
         assert secret not in result.stderr
     return result

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.meltano_settings import MELTANO_YML, TAPS, current, render
@@ -53,3 +56,54 @@ def test_usage_stats_and_version_check_are_off():
     config = project()
     assert config["send_anonymous_usage_stats"] is False
     assert config["cli"]["disable_version_check"] is True
+
+
+#: The Meltano Hub's target-postgres, variant meltanolabs: its capabilities there.
+POSTGRES_HUB_CAPABILITIES = [
+    "about",
+    "activate-version",
+    "hard-delete",
+    "schema-flattening",
+    "stream-maps",
+    "structured-logging",
+]
+TARGET_POSTGRES = (
+    ROOT / ".meltano" / "loaders" / "target-postgres" / "venv" / "bin" / "target-postgres"
+)
+
+
+def postgres_loader() -> dict:
+    return next(p for p in project()["plugins"]["loaders"] if p["name"] == "target-postgres")
+
+
+def test_target_postgres_is_the_meltanolabs_variant_pinned_and_upserting():
+    loader = postgres_loader()
+    assert (loader["namespace"], loader["variant"]) == ("target_postgres", "meltanolabs")
+    assert loader["pip_url"] == "meltanolabs-target-postgres==0.8.1"
+    assert loader["capabilities"] == POSTGRES_HUB_CAPABILITIES
+    assert loader["config"]["load_method"] == "upsert"
+    (setting,) = [s for s in loader["settings"] if s["name"] == "load_method"]
+    assert [o["value"] for o in setting["options"]] == ["append-only", "upsert", "overwrite"]
+
+
+@pytest.mark.skipif(
+    not TARGET_POSTGRES.exists(), reason="run `make meltano` first (make test does)"
+)
+def test_installed_target_postgres_declares_what_meltano_yml_says():
+    about = json.loads(
+        subprocess.run(
+            [str(TARGET_POSTGRES), "--about", "--format=json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert about["version"] == postgres_loader()["pip_url"].split("==")[1]
+    assert set(POSTGRES_HUB_CAPABILITIES) <= set(about["capabilities"])
+    assert about["settings"]["properties"]["load_method"]["enum"] == [
+        "append-only",
+        "upsert",
+        "overwrite",
+    ]
+    declared = {s["name"] for s in postgres_loader()["settings"]}
+    assert declared <= set(about["settings"]["properties"])
