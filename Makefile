@@ -10,7 +10,7 @@ export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export MELTANO_CLI_DISABLE_VERSION_CHECK := true
 
 .PHONY: install meltano airflow lint typecheck pytest test soak demo clean readme meltano-yml \
-	hub-definitions bench airflow-plan airflow-pools
+	hub-definitions bench airflow-plan airflow-pools close-month
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -86,3 +86,14 @@ airflow-plan: install meltano
 airflow-pools: airflow
 	mkdir -p build
 	$(AIRFLOW_VENV)/bin/python orchestrate/dags/meltano_schedules.py pools > build/airflow-pools.json
+
+# Close (issue) an invoice month: build the models, then record the month's invoice lines, and the
+# adjustments pending for earlier closed months, in the ledger. From then on invoice_lines shows the
+# month as issued and later data for it goes to invoice_adjustments. MONTH=YYYY-MM; DBT=dbt-postgres
+# for the PostgreSQL warehouse; MELTANO_ENVIRONMENT as for the runs.
+DBT ?= dbt-duckdb
+close-month:
+	@test -n "$(MONTH)" || { echo "usage: make close-month MONTH=YYYY-MM [DBT=dbt-postgres]"; exit 2; }
+	@test -x $(MELTANO) || { echo "run make meltano first"; exit 2; }
+	$(MELTANO) invoke $(DBT):build
+	$(MELTANO) invoke $(DBT) run-operation close_month --args '{month: "$(MONTH)"}'

@@ -143,10 +143,12 @@ def test_fanout_and_duckdb_dags_on_a_real_scheduler(
     assert [(i.try_number, i.state) for i in killed] == [(1, "failed"), (2, "success")]
     assert served < sum(1 for r in servers["kore"].api_log() if KILLED_BOT in r.path)
 
-    # The DuckDB DAG's steps (writers of one file) never overlapped, and ran in the job's order.
+    # The DuckDB DAG's steps (writers of one file: three taps, then dbt) never overlapped, and ran
+    # in the job's order.
     writers = sorted(airflow.tries(DUCKDB_DAG), key=lambda i: i.start)
-    assert len(writers) == 3 and most_at_once(writers) == 1
-    assert [i.task_id[:2] for i in writers] == ["01", "02", "03"]
+    assert len(writers) == 4 and most_at_once(writers) == 1
+    assert [i.task_id[:2] for i in writers] == ["01", "02", "03", "04"]
+    assert writers[-1].task_id == "04_dbt-duckdb.build"
 
     # Every task that ran tap-luminai (four hosts, and the DuckDB DAG's first step) took turns in
     # the token's pool: the sandbox, which refuses a request while another is in flight as the

@@ -1,0 +1,17 @@
+-- One row per Evo Voice account and period (UTC days, end inclusive); the newest figure wins.
+with landed as (
+    select
+        "accountId" as account_id,
+        cast("startDate" as date) as start_date,
+        cast("endDate" as date) as end_date,
+        cast("aiMinutes" as bigint) as ai_minutes,
+        row_number() over (
+            partition by "accountId", "startDate"
+            order by {{ newest_first(source('landed', 'ai_account_usage')) }}
+        ) as copy_number
+    from {{ source('landed', 'ai_account_usage') }}
+)
+
+select account_id, start_date, end_date, ai_minutes
+from landed
+where copy_number = 1
