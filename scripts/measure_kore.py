@@ -7,7 +7,9 @@
 3. Sessions delivered out of those in the sandbox under each reading of the undocumented ``total``
    (the sessions on the page, as the documented samples read, or every match), 2 bots, 90 days.
 
-``--only-total`` runs the third part alone.
+``--only-total`` runs the third part alone; ``--tap-checkout DIR`` runs the tap of another checkout
+against this sandbox, e.g. the commit before the paging fix:
+``git worktree add /tmp/before 9fe1080 && python scripts/measure_kore.py --only-total --tap-checkout /tmp/before``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 
 from measured_run import run_tap
 
@@ -26,7 +29,9 @@ UTC = dt.timezone.utc
 SETTINGS = KoreSettings(rate_limits=[(60, 60.0), (1800, 3600.0)])
 
 
-def run(sessions: list, config: dict, settings: KoreSettings = SETTINGS) -> dict:
+def run(
+    sessions: list, config: dict, settings: KoreSettings = SETTINGS, checkout: Path | None = None
+) -> dict:
     api = KoreAPI(sessions, settings)
     with SandboxServer(api, faults=FaultPlan(), keep_log=False) as server:
         run = run_tap(
@@ -37,8 +42,9 @@ def run(sessions: list, config: dict, settings: KoreSettings = SETTINGS) -> dict
                 "client_secret": SETTINGS.client_secret,
                 **config,
             },
+            checkout,
         )
-    plan = [line.split("| ", 3)[-1] for line in run.stderr.splitlines() if " plan: " in line]
+    plan = [line.split("| ", 3)[-1] for line in run.stderr.splitlines() if " plan (" in line]
     records, wall = run.records, run.wall_seconds
     return {
         "records": records,
@@ -50,7 +56,7 @@ def run(sessions: list, config: dict, settings: KoreSettings = SETTINGS) -> dict
     }
 
 
-def total_readings() -> None:
+def total_readings(checkout: Path | None = None) -> None:
     start, end = dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 3, 31, tzinfo=UTC)
     bots = ("st-measure-0001", "st-measure-0002")
     sessions = generate_sessions(seed=3, conversations=1900, start=start, end=end, bots=bots)
@@ -65,14 +71,18 @@ def total_readings() -> None:
                 "max_requests_per_minute": 60,
             },
             settings,
+            checkout,
         )
         del result["plan"]
         print(f"total counts {reading}:", json.dumps(result))
 
 
 def main() -> None:
+    checkout = None
+    if "--tap-checkout" in sys.argv:
+        checkout = Path(sys.argv[sys.argv.index("--tap-checkout") + 1]).resolve()
     if "--only-total" in sys.argv:
-        total_readings()
+        total_readings(checkout)
         return
     start, end = dt.datetime(2023, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 1, tzinfo=UTC)
     bot = ("st-measure-0001",)

@@ -7,6 +7,7 @@ hold their output in memory.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,8 +28,12 @@ class MeasuredRun:
         return sum(self.records_by_stream.values())
 
 
-def run_tap(module: str, config: dict) -> MeasuredRun:
-    """Run ``python -m module --config …`` to the end; raise if it fails."""
+def run_tap(module: str, config: dict, checkout: Path | None = None) -> MeasuredRun:
+    """Run ``python -m module --config …`` to the end; raise if it fails.
+
+    ``checkout``: run the tap of another checkout of the project (e.g. an older commit's, in a
+    ``git worktree``) instead of this one's.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp, "config.json")
         config_path.write_text(json.dumps(config))
@@ -41,6 +46,8 @@ def run_tap(module: str, config: dict) -> MeasuredRun:
                 stderr=subprocess.PIPE,
                 text=True,
                 check=True,
+                cwd=checkout,
+                env={**os.environ, "PYTHONPATH": str(checkout)} if checkout else None,
             )
         wall = time.perf_counter() - began
         streams: dict[str, int] = {}
