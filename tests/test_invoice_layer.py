@@ -21,6 +21,7 @@ import pytest
 from billing_sandbox.evovoice import DailyUsage
 from billing_sandbox.kore import generate_sessions
 from billing_sandbox.luminai import LuminEvent, generate_events
+from tests.reliability import summary, update_figures
 from tests.support import (
     END,
     EVO_END,
@@ -98,6 +99,20 @@ def as_lines(rows) -> dict[Key, int]:
     return lines
 
 
+def record_build_time(pytestconfig, warehouse: str, output: str, rows: int) -> None:
+    """Keep dbt build's own time (its "Finished running ... (N s)" line) among the figures."""
+    found = re.findall(r"Finished running .* \(([0-9.]+)s\)", output)
+    assert found, "dbt build printed no run time"
+    figures = {"dbt_build_seconds": float(found[-1]), "invoice_lines": rows}
+    update_figures("invoice_layer", warehouse, figures)
+    summary(pytestconfig).add(
+        f"invoice layer: dbt build on {warehouse}",
+        [
+            f"{figures['dbt_build_seconds']} s for {rows} invoice lines (tests/test_invoice_layer.py)"
+        ],
+    )
+
+
 def duckdb_lines(tmp_path, schema: str = "analytics") -> dict[Key, int]:
     return as_lines(landed(tmp_path, LINES.format(schema=schema)))
 
@@ -144,7 +159,7 @@ def env(servers, tmp_path):
 
 
 def test_invoice_lines_equal_the_truth_by_month_in_each_invoice_time_zone_duckdb(
-    servers, env, tmp_path
+    servers, env, tmp_path, pytestconfig
 ):
     # A Lumin.ai run killed in the middle and resumed, then the EL+T run as the README gives it,
     # then a rerun (each rerun reads its lookback again). The killed run's Meltano job stays marked
@@ -156,8 +171,9 @@ def test_invoice_lines_equal_the_truth_by_month_in_each_invoice_time_zone_duckdb
     truths = {zone: expected_lines(servers, zone) for zone in zones}
     assert truths["UTC"] != truths["America/Los_Angeles"] != truths["Asia/Kolkata"]
     for zone in zones:
-        meltano({**env, "BILLING_INVOICE_TIMEZONE": zone}, "invoke", "dbt-duckdb:build")
+        built = meltano({**env, "BILLING_INVOICE_TIMEZONE": zone}, "invoke", "dbt-duckdb:build")
         assert duckdb_lines(tmp_path) == truths[zone], zone
+    record_build_time(pytestconfig, "DuckDB", built.stdout + built.stderr, len(truths[zone]))
     # Source freshness warns on data older than two days (the sandbox's is from 2024).
     fresh = meltano(env, "invoke", "dbt-duckdb:freshness")
     assert "WARN" in fresh.stdout + fresh.stderr
@@ -185,7 +201,7 @@ def test_invoice_lines_equal_the_truth_by_month_in_each_invoice_time_zone_duckdb
     assert (tmp_path / "billing-summary.png").stat().st_size > 10_000
 
 
-def test_invoice_lines_equal_the_truth_in_postgres(servers, env, postgres):
+def test_invoice_lines_equal_the_truth_in_postgres(servers, env, postgres, pytestconfig):
     schema = "invoice_pg"
     env = _with_postgres(env, postgres, schema)
     env.update(
@@ -195,7 +211,7 @@ def test_invoice_lines_equal_the_truth_in_postgres(servers, env, postgres):
     )
     kill_mid_run_then_restart(env, servers["lumin"], "target-postgres")
     elt = [p if p != "target-duckdb" else "target-postgres" for p in ELT[:-1]]
-    meltano(env, "run", "--force", *elt, "dbt-postgres:build")
+    built = meltano(env, "run", "--force", *elt, "dbt-postgres:build")
     rows = [
         row.split("|")
         for row in postgres.psql(
@@ -203,6 +219,7 @@ def test_invoice_lines_equal_the_truth_in_postgres(servers, env, postgres):
         )
     ]
     assert as_lines(rows) == expected_lines(servers, "Asia/Kolkata")
+    record_build_time(pytestconfig, "PostgreSQL", built.stdout + built.stderr, len(rows))
 
 
 def adjustments(tmp_path) -> dict[Key, tuple[int, int, int, str]]:
