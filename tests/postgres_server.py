@@ -89,6 +89,8 @@ def start() -> PostgresServer:
         except subprocess.CalledProcessError:
             time.sleep(0.2)
     server.psql("create database billing", database="postgres")
+    # Not UTC, as many servers: timestamps must still land and be read as UTC.
+    server.psql("alter database billing set timezone to 'America/Los_Angeles'", database="postgres")
     return server
 
 

@@ -35,6 +35,7 @@ from tests.support import (
     run_meltano,
 )
 from tests.test_meltano_e2e import (
+    DUCKDB_PYTHON,
     MELTANO,
     ROOT,
     _with_postgres,
@@ -235,6 +236,20 @@ def adjustments(tmp_path) -> dict[Key, tuple[int, int, int, str]]:
     }
 
 
+def change_rate_card(tmp_path, sql: str) -> None:
+    """Change the built rate card in place (what a new seed would do at the next build)."""
+    subprocess.run(
+        [
+            str(DUCKDB_PYTHON),
+            "-c",
+            "import duckdb, sys; duckdb.connect(sys.argv[1]).execute(sys.argv[2])",
+            str(tmp_path / "warehouse.duckdb"),
+            sql,
+        ],
+        check=True,
+    )
+
+
 def close_month(env: dict[str, str], month: str) -> None:
     result = subprocess.run(
         ["make", "-s", "close-month", f"MONTH={month}"],
@@ -299,3 +314,31 @@ def test_a_closed_month_keeps_its_issued_lines_and_later_data_becomes_adjustment
         "from analytics_ledger.invoice_issues where kind = 'adjustment'",
     )
     assert billed == [("adjustment", "2024-03-01", "2024-04-01", 5)]
+
+    # Priced: the billed adjustment at the price it was billed at, April's at the rate card's
+    # (seed: billing.scheduled 2.50, ai_minute 0.05).
+    amounts = landed(
+        tmp_path,
+        "select vendor, cast(invoice_month as varchar), cast(bill_month as varchar), status, "
+        "quantity_difference, cast(amount as double) from analytics.invoice_adjustment_amounts",
+    )
+    assert sorted(amounts) == [
+        ("evovoice", "2024-04-01", "2024-05-01", "pending", 77, 3.85),
+        ("luminai", "2024-03-01", "2024-04-01", "billed", 5, 12.5),
+    ]
+    # A later rate card does not reprice what was issued: issued lines keep their price, open
+    # lines take the new one.
+    change_rate_card(
+        tmp_path, "update analytics.rate_card set unit_price = 9 where vendor = 'luminai'"
+    )
+    prices = landed(
+        tmp_path,
+        "select status, cast(invoice_month as varchar), cast(unit_price as double) "
+        "from analytics.invoice_amounts "
+        "where vendor = 'luminai' and unit = 'billing.scheduled' and account_id = 'default'",
+    )
+    assert sorted(prices) == [
+        ("issued", "2024-03-01", 2.5),
+        ("open", "2024-01-01", 9.0),
+        ("open", "2024-02-01", 9.0),
+    ]

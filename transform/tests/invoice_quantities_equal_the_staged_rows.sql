@@ -1,5 +1,7 @@
 -- Every invoice line's quantity equals what the staged rows it sums give, counted again from
--- staging directly (a join or a time-zone rule gone wrong would make them differ).
+-- staging directly (a lost or doubled row between staging and the lines would make them differ).
+-- It uses the same day and month rules: the time-zone rule itself is checked against the
+-- sandbox's truth by tests/test_invoice_layer.py.
 {% set real_only = var('luminai_real_only', false) %}
 with recounted as (
     select 'luminai' as vendor, host_id as account_id, cast(null as varchar) as customer_id,
