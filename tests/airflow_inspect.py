@@ -38,9 +38,9 @@ def main() -> None:
     request = json.loads(sys.stdin.read() or "{}")
     os.environ.update(request.get("env") or {})
     sys.path.insert(0, str(DAGS))
-    import meltano_schedules  # (after the environment is set)
-
     try:
+        import meltano_schedules  # (after the environment is set; importing builds the DAGs)
+
         dags = meltano_schedules.build_dags(request.get("plan"), request.get("declaration"))
         pools = meltano_schedules.pools(request.get("declaration"))
     except ValueError as exc:

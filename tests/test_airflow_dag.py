@@ -34,6 +34,8 @@ DECLARATION = {
 
 
 def inspect(**request: object) -> dict:
+    """What the DAG file builds; the sandbox environment unless ``env`` says otherwise."""
+    request["env"] = {"MELTANO_ENVIRONMENT": "sandbox", **(request.get("env") or {})}  # type: ignore[dict-item]
     result = subprocess.run(
         [str(AIRFLOW_PYTHON), str(ROOT / "tests" / "airflow_inspect.py")],
         input=json.dumps(request),
@@ -78,7 +80,8 @@ def test_each_step_of_a_job_is_one_task_running_the_whole_step_in_the_jobs_order
         assert (
             f"run {{{{ '--force' if ti.try_number > 1 else '' }}}} {step}" in tasks[name]["command"]
         )
-        assert tasks[name]["env"] == {"X_FLAG": "1"}
+        assert tasks[name]["env"]["X_FLAG"] == "1"
+        assert "$MELTANO_PROJECT_ROOT" in tasks[name]["command"], "paths come from the env"
     assert [tasks[n]["upstream"] for n in names] == [[], [names[0]], [names[1]]]
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
 
@@ -148,7 +151,7 @@ def test_the_fanout_is_one_task_per_partition_with_its_own_state_id_and_pool():
     assert sorted(tasks) == [f"bot_ids-{b}" for b in bots]
     for bot in bots:
         task = tasks[f"bot_ids-{bot}"]
-        assert task["env"] == {"TAP_KORE_BILLING_BOT_IDS": json.dumps([bot])}
+        assert task["env"]["TAP_KORE_BILLING_BOT_IDS"] == json.dumps([bot])
         assert (
             f"--state-id-suffix=bot_ids-{bot} tap-kore-billing target-postgres" in task["command"]
         )
@@ -159,3 +162,12 @@ def test_the_fanout_is_one_task_per_partition_with_its_own_state_id_and_pool():
     assert {f"kore_bot_{b}" for b in bots} <= set(out["pools"])
     accounts = out["dags"]["meltano_evovoice-by-account"]["tasks"]
     assert {t["pool"] for t in accounts.values()} == {"default_pool"}
+
+
+def test_outside_the_sandbox_the_fanout_needs_its_partitions_from_the_environment():
+    # The file's own values are the sandbox's ids: production tasks would read nothing with them.
+    missing = inspect(env={"MELTANO_ENVIRONMENT": "prod"})
+    assert "BILLING_FANOUT_KORE_BOT_IDS" in missing["error"]
+    assert "not read here" in missing["error"]
+    garbled = inspect(env={"BILLING_FANOUT_KORE_BOT_IDS": "st-1,st-2"})
+    assert "BILLING_FANOUT_KORE_BOT_IDS must be a JSON list" in garbled["error"]

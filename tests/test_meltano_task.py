@@ -25,7 +25,7 @@ printf '{"start": %s, "end": %s, "sys_dir": "%s", "db": "%s", "args": "%s", "lin
 
 def run_tasks(tmp_path: Path, count: int, lock: str | None) -> list[dict]:
     project = tmp_path / "project"
-    (project / ".meltano" / "extractors").mkdir(parents=True)
+    (project / ".meltano" / "extractors").mkdir(parents=True, exist_ok=True)
     fake = tmp_path / "meltano"
     fake.write_text(FAKE_MELTANO)
     fake.chmod(0o755)
@@ -61,3 +61,25 @@ def test_runs_without_a_lock_run_at_once_each_in_a_system_folder_of_its_own(tmp_
     assert {r["links"] for r in runs} == {str(project / ".meltano" / "extractors")}
     assert {r["db"] for r in runs} == {f"sqlite:///{project}/.meltano/meltano.db"}
     assert not any(Path(r["sys_dir"]).exists() for r in runs), "removed after the run"
+
+
+def test_a_folder_left_by_a_killed_run_is_removed_by_the_next_run(tmp_path):
+    tasks = tmp_path / "project" / ".meltano" / "tasks"
+    dead = subprocess.run(["bash", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
+    left = tasks / f"{host}.{dead.stdout.strip()}.abc123" / "run"
+    left.mkdir(parents=True)
+    (left / "tap.secret.config.json").write_text("{}")
+    alive = tasks / f"{host}.{os.getpid()}.def456"  # a run still going: kept
+    alive.mkdir()
+    run_tasks(tmp_path, 1, None)
+    assert not left.parent.exists()
+    assert alive.exists()
+
+
+def test_the_database_uri_in_the_projects_env_file_is_kept(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text("MELTANO_DATABASE_URI=postgresql+psycopg://state-db/meltano\n")
+    runs = run_tasks(tmp_path, 1, None)
+    assert runs[0]["db"] == "", "left for Meltano to read from .env"

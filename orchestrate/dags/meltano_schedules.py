@@ -115,14 +115,22 @@ def task_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", ".", text).strip(".")
 
 
+#: Where the project is, its Meltano and environment, for every task: through the task's
+#: environment (templated by Airflow), never pasted into the shell command.
+RUNTIME_ENV = {
+    "MELTANO_PROJECT_ROOT": PROJECT_ROOT,
+    "MELTANO_EXECUTABLE": EXECUTABLE,
+    "BILLING_MELTANO_ENVIRONMENT": ENVIRONMENT,
+}
+
+
 def meltano_run(arguments: str) -> str:
     """The command of a task: ``meltano run`` through ``orchestrate/meltano-task``, which gives the
     run a Meltano system folder of its own (concurrent runs of one extractor on one machine would
     otherwise share its catalog and state files)."""
     return (
-        f"export MELTANO_PROJECT_ROOT={PROJECT_ROOT} MELTANO_EXECUTABLE={EXECUTABLE} && "
-        f"exec bash {PROJECT_ROOT}/orchestrate/meltano-task --environment={ENVIRONMENT} run "
-        f"{FORCE_ON_RETRY} {arguments}"
+        'exec bash "$MELTANO_PROJECT_ROOT/orchestrate/meltano-task" '
+        f'--environment="$BILLING_MELTANO_ENVIRONMENT" run {FORCE_ON_RETRY} {arguments}'
     )
 
 
@@ -143,10 +151,27 @@ def _one(values: set[str], what: str, where: str) -> str | None:
 
 
 def fanout_values(entry: dict) -> list[str]:
-    raw = os.environ.get(entry.get("values_env") or "")
-    values = json.loads(raw) if raw else entry.get("values") or []
+    """The partition values: the JSON list in the variable ``values_env`` names. The file's own
+    values (the sandbox's ids) serve only when MELTANO_ENVIRONMENT is ``sandbox``: elsewhere a
+    missing list would make the tasks read the sandbox's ids, i.e. nothing, without failing."""
+    name = entry.get("values_env") or ""
+    raw = os.environ.get(name, "").strip() if name else ""
+    if raw:
+        try:
+            values = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            msg = f"fan-out {entry['name']}: {name} must be a JSON list of strings ({exc}), got {raw!r}"
+            raise ValueError(msg) from None
+    elif name and os.environ.get("MELTANO_ENVIRONMENT", "prod") != "sandbox":
+        msg = (
+            f"fan-out {entry['name']}: set {name} (a JSON list) in the environment of the Airflow "
+            "scheduler, dag-processor and workers (the project's .env is not read here)"
+        )
+        raise ValueError(msg)
+    else:
+        values = entry.get("values") or []
     if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-        msg = f"fan-out {entry['name']}: values must be a list of non-empty strings, got {values!r}"
+        msg = f"fan-out {entry['name']}: {name or 'values'} must be a list of non-empty strings, got {values!r}"
         raise ValueError(msg)
     return list(dict.fromkeys(values))
 
@@ -225,7 +250,7 @@ def build_dags(plan: dict | None = None, declaration: dict | None = None) -> dic
                 task = BashOperator(
                     task_id=name,
                     bash_command=meltano_run(" ".join(shlex.quote(w) for w in words)),
-                    env={**env, "MELTANO_TASK_LOCK": lock} if lock else env,
+                    env={**RUNTIME_ENV, **env, **({"MELTANO_TASK_LOCK": lock} if lock else {})},
                     append_env=True,
                     **({"pool": pool} if pool else {}),
                 )
@@ -254,7 +279,10 @@ def build_dags(plan: dict | None = None, declaration: dict | None = None) -> dic
                         f"--state-id-suffix={shlex.quote(suffix)} "
                         f"{shlex.quote(entry['extractor'])} {shlex.quote(entry['loader'])}"
                     ),
-                    env={f"{prefix}_{entry['setting'].upper()}": json.dumps([value])},
+                    env={
+                        **RUNTIME_ENV,
+                        f"{prefix}_{entry['setting'].upper()}": json.dumps([value]),
+                    },
                     append_env=True,
                     **({"pool": pool.format(value=value)} if pool else {}),
                 )
