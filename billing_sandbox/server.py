@@ -72,8 +72,10 @@ class RequestRecord:
     body: bytes
     status: int | None = None
     fault: str | None = None
-    #: Whether the request was already counted out of flight (a dropped connection).
+    #: Whether the request is already out of flight (its answer is out, or its client hung up).
     left: bool = False
+    #: When it arrived (``time.monotonic()``): the gaps between requests show a client's pauses.
+    arrived: float = field(default_factory=time.monotonic)
 
 
 class SandboxServer:
@@ -160,9 +162,12 @@ class SandboxServer:
                 self.log.append(record)
         return record, concurrent
 
-    def _leave(self) -> None:
+    def _leave(self, record: RequestRecord) -> None:
+        """Count ``record`` out of flight, once."""
         with self._lock:
-            self._in_flight -= 1
+            if not record.left:
+                record.left = True
+                self._in_flight -= 1
 
     def _count_tls(self, *, failed: bool) -> None:
         with self._lock:
@@ -263,19 +268,18 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                         409, "another request is in flight: send one request at a time"
                     )
                     record.status = response.status
-                    self._send(response)
+                    self._send(response, record)
                     return
                 fault = server.faults.choose(record.number)
                 record.fault = fault
                 if fault is None:
                     response = server.api.handle(request)
                     record.status = response.status
-                    self._send(response)
+                    self._send(response, record)
                 else:
                     self._inject(fault, request, record)
             finally:
-                if not record.left:
-                    server._leave()
+                server._leave(record)
 
         def _inject(self, fault: str, request: Request, record: RequestRecord) -> None:
             plan = server.faults
@@ -295,15 +299,14 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 )
             elif fault == "stall":
                 record.status = None
-                self._stall(plan.stall_seconds)
+                self._stall(plan.stall_seconds, record)
                 return
             elif fault == "drop":
                 record.status = None
                 self.close_connection = True
                 # Out of flight before the client can see the drop: its retry on a new connection
                 # must not be taken for a concurrent request.
-                server._leave()
-                record.left = True
+                server._leave(record)
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             elif fault == "redirect":
@@ -317,9 +320,9 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 msg = f"unknown fault {fault}"
                 raise ValueError(msg)
             record.status = response.status
-            self._send(response)
+            self._send(response, record)
 
-        def _stall(self, seconds: float) -> None:
+        def _stall(self, seconds: float, record: RequestRecord) -> None:
             """Answer nothing until the client hangs up (or ``seconds`` pass), then close."""
             deadline = time.monotonic() + seconds
             sock = self.connection
@@ -338,9 +341,15 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                             break  # the client closed the connection
                     except (OSError, ValueError):
                         break
+            # Out of flight as soon as the client has given up: its retry must not be taken for a
+            # concurrent request.
+            server._leave(record)
             self.close_connection = True
 
-        def _send(self, response: Response) -> None:
+        def _send(self, response: Response, record: RequestRecord | None = None) -> None:
+            """Send ``response``. ``record`` leaves flight before the body's last write: once the
+            client holds the whole answer it may send its next request, which must not race this
+            thread's bookkeeping into a false overlap."""
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
@@ -348,6 +357,8 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 for item in value if isinstance(value, list) else [value]:
                     self.send_header(key, item)
             self.end_headers()
+            if record is not None:
+                server._leave(record)
             self.wfile.write(response.body)
 
     return Handler
