@@ -18,12 +18,18 @@
 - An empty usage list is left out of the JSON (``omit_empty_lists``, default on): the generated
   clients declare both lists nullable and ServiceStack does not serialise null members, so a
   period without usage answers ``{}``, or one list only.
+- ``GetBilling``: ``GET /billing?AccountId=&StartDate=&EndDate=[&CustomerId=]`` (and
+  ``/json/reply/GetBilling``; ServiceStack binds query names without regard to case), AccountId
+  required, both days counted in full (https://evovoice.io/xml/metadata?op=GetBilling), answering
+  ``{"customers": [{"customerId", "internationalCosts", "hasCallRecording"}]}`` for the customers
+  with usage in the range. Costs are whole cents per customer and day, derived from the usage table.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import random
 import secrets
@@ -35,6 +41,22 @@ from billing_sandbox.server import Request, Response
 
 ACCOUNTS = ("acct-alpha", "acct-bravo", "acct-charlie")
 USAGE_PATHS = ("/ai/usage", "/json/reply/GetAIUsage")
+BILLING_PATHS = ("/billing", "/json/reply/GetBilling")
+
+
+def _digest(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def international_cents(row: DailyUsage) -> int:
+    """A customer's international costs of one day, in cents (a third of customers call abroad)."""
+    if _digest(row.account_id, row.customer_id, "abroad") % 3:
+        return 0
+    return (row.minutes * 7 + _digest(row.customer_id, row.day) % 300) % 2000
+
+
+def has_call_recording(account_id: str, customer_id: str) -> bool:
+    return _digest(account_id, customer_id, "recording") % 2 == 0
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,17 @@ class EvoAPI:
                 by_customer[key] = by_customer.get(key, 0) + row.minutes
         return by_account, by_customer
 
+    def billing_totals(
+        self, first: dt.date, last: dt.date, account: str
+    ) -> dict[str, tuple[float, bool]]:
+        """GetBilling's answer: (international costs, call recording) per customer of ``account``
+        with usage on the days ``first..last`` inclusive."""
+        cents: dict[str, int] = {}
+        for row in self._rows:
+            if first <= row.day <= last and row.account_id == account:
+                cents[row.customer_id] = cents.get(row.customer_id, 0) + international_cents(row)
+        return {c: (n / 100, has_call_recording(account, c)) for c, n in sorted(cents.items())}
+
     def daily_figures(
         self, first: dt.date, end: dt.date, accounts: t.Collection[str] | None = None
     ) -> tuple[dict[tuple[str, dt.date], int], dict[tuple[str, str, dt.date], int]]:
@@ -148,7 +181,9 @@ class EvoAPI:
     # -- HTTP ---------------------------------------------------------------------------
 
     def is_api_request(self, request: Request) -> bool:
-        return request.path in USAGE_PATHS and self.settings.serves_usage
+        return (request.path in USAGE_PATHS and self.settings.serves_usage) or (
+            request.path in BILLING_PATHS
+        )
 
     def error_body(self, status: int, message: str) -> Response:
         code = {401: "Unauthorized", 403: "Forbidden", 400: "ArgumentException"}.get(
@@ -161,6 +196,8 @@ class EvoAPI:
     def handle(self, request: Request) -> Response:
         if request.path == "/auth/credentials" and request.method == "POST":
             return self._login(request)
+        if request.path in BILLING_PATHS:
+            return self._billing(request)
         if request.path not in USAGE_PATHS or not self.settings.serves_usage:
             return self.error_body(404, f"Handler for Request not found: {request.path}")
         user = self._user(request)
@@ -203,6 +240,27 @@ class EvoAPI:
             html = f"<html><body><h1>GetAIUsage</h1><pre>{json.dumps(answer)}</pre></body></html>"
             return Response(200, html.encode(), content_type="text/html")
         return Response.json(200, answer)
+
+    def _billing(self, request: Request) -> Response:
+        if self._user(request) is None:
+            return self.error_body(401, "Not Authenticated")
+        params = {k.lower(): v[-1] for k, v in request.query.items()}
+        account = params.get("accountid")
+        if not account:
+            return self.error_body(400, "'AccountId' should not be empty.")
+        try:
+            # Only the date portion is used; both days are counted in full.
+            first = dt.date.fromisoformat(params["startdate"][:10])
+            last = dt.date.fromisoformat(params["enddate"][:10])
+        except (KeyError, ValueError):
+            return self.error_body(400, "StartDate and EndDate are required")
+        wanted = params.get("customerid")
+        customers = [
+            {"customerId": c, "internationalCosts": cost, "hasCallRecording": recording}
+            for c, (cost, recording) in self.billing_totals(first, last, account).items()
+            if not wanted or c == wanted
+        ]
+        return Response.json(200, {"customers": customers})
 
     def _login(self, request: Request) -> Response:
         try:

@@ -17,7 +17,8 @@
   configurable time zone (so ambiguous around a daylight-saving change).
 - A rolling rate limiter per bot on the Bot Builder route, per account on the Admin route (the
   documented limits are "per bot, or per account for Admin APIs"): 429 with the documented message
-  and no Retry-After.
+  and no Retry-After. The other billing APIs below spend the same budgets.
+- The Billing Usage Summary job and the GenAI/LLM usage logs: see ``billing_sandbox.kore_usage``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ import time
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from billing_sandbox.kore_usage import (
+    PERIODS,
+    UNIT_FIGURES,
+    LLMCall,
+    SummaryJobs,
+    SummarySettings,
+    bucket_start,
+    llm_calls_of,
+    next_bucket,
+    render_llm_call,
+    vendor_figures,
+)
 from billing_sandbox.server import Request, Response
 
 UTC = dt.timezone.utc
@@ -46,6 +59,14 @@ ADMIN_PATHS = (
     "/api/public/bots/getBillingSessionsDetails",
     "/api/public/getBillingSessionsDetails",
 )
+#: The Billing Usage Summary job: start (POST) and status (GET ``/status?type=summary``).
+SUMMARY_BOT_PATH = re.compile(
+    r"^/api/public/bot/(?P<bot>[^/]+)/billingsessionsummary(?P<status>/status)?$"
+)
+SUMMARY_ADMIN_PATH = re.compile(
+    r"^/api/public(?:/bots)?/billingsessionsummary(?P<status>/status)?$"
+)
+LLM_PATH = re.compile(r"^/api/1\.1/public/bot/(?P<bot>[^/]+)/getLLMUsageLogs$")
 BILLING_BLOCK = dt.timedelta(minutes=15)
 
 
@@ -148,6 +169,11 @@ class KoreSettings:
     #: Status of a rate-limited answer (429; some gateways send 400 with the same message).
     rate_limit_status: int = 429
     error_key: str = "msg"  # "msg", or "message" as some versions say
+    #: The Billing Usage Summary's job behaviour and figures.
+    summary: SummarySettings = field(default_factory=SummarySettings)
+    #: Largest ``limit`` the LLM usage logs honour, and whether their ``dateTo`` day counts in full.
+    llm_page_cap: int = 100
+    llm_date_to_inclusive: bool = True
 
 
 class KoreAPI:
@@ -162,6 +188,9 @@ class KoreAPI:
         self._starts: list[dt.datetime] = []
         self._calls: dict[str, list[float]] = {}
         self.rate_limited = 0
+        self.jobs = SummaryJobs(self.settings.summary)
+        self._llm: list[LLMCall] = []
+        self._llm_starts: list[dt.datetime] = []
         self.add_sessions(sessions)
 
     def add_sessions(self, sessions: list[KoreSession]) -> None:
@@ -171,6 +200,9 @@ class KoreAPI:
             )
             self._sessions = merged
             self._starts = [s.billingStart for s in merged]
+            calls = sorted([*self._llm, *llm_calls_of(sessions)], key=lambda c: (c.start, c.key))
+            self._llm = calls
+            self._llm_starts = [c.start for c in calls]
 
     @property
     def sessions(self) -> list[KoreSession]:
@@ -193,6 +225,53 @@ class KoreAPI:
             and (end is None or s.billingStart < end)
         ]
 
+    def llm_truth(
+        self,
+        *,
+        bots: set[str] | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> list[LLMCall]:
+        return [
+            c
+            for c in self._llm
+            if (bots is None or c.bot_id in bots)
+            and (start is None or c.start >= start)
+            and (end is None or c.start < end)
+        ]
+
+    def summary_truth(
+        self,
+        granularity: str,
+        *,
+        start: dt.datetime,
+        end: dt.datetime,
+        bots: set[str] | None = None,
+    ) -> dict[tuple[str, dt.datetime], dict[str, int]]:
+        """The vendor's figures per (bot, bucket) over whole buckets of ``[start, end)``, with the
+        configured discrepancies; buckets without sessions are left out."""
+        sessions = [s for s in self._sessions if bots is None or s.botId in bots]
+        figures = vendor_figures(sessions, granularity, start=start, end=end, end_inclusive=False)
+        return {
+            key: self._with_offsets(key[0], key[1], granularity, row)
+            for key, row in figures.items()
+        }
+
+    def _with_offsets(
+        self, bot: str, bucket: dt.datetime, granularity: str, row: dict[str, int]
+    ) -> dict[str, int]:
+        offsets = self.settings.summary.session_offsets
+        if not offsets:
+            return row
+        following = next_bucket(bucket, granularity)
+        extra = sum(
+            n
+            for (b, day), n in offsets.items()
+            if bot in ("ALL", b)
+            and bucket <= dt.datetime.fromisoformat(day).replace(tzinfo=UTC) < following
+        )
+        return {**row, "sessions": row["sessions"] + extra}
+
     def render_time(self, moment: dt.datetime) -> str:
         local = moment.astimezone(self._zone)
         hour = local.hour % 12 or 12
@@ -201,7 +280,14 @@ class KoreAPI:
     # -- HTTP ---------------------------------------------------------------------------
 
     def is_api_request(self, request: Request) -> bool:
-        return bool(BOT_PATH.match(request.path)) or request.path in ADMIN_PATHS
+        path = request.path
+        return bool(
+            BOT_PATH.match(path)
+            or path in ADMIN_PATHS
+            or SUMMARY_BOT_PATH.match(path)
+            or SUMMARY_ADMIN_PATH.match(path)
+            or LLM_PATH.match(path)
+        )
 
     def error_body(self, status: int, message: str, code: int | None = None) -> Response:
         return Response.json(
@@ -209,6 +295,12 @@ class KoreAPI:
         )
 
     def handle(self, request: Request) -> Response:
+        summary = SUMMARY_BOT_PATH.match(request.path) or SUMMARY_ADMIN_PATH.match(request.path)
+        if summary:
+            return self._summary(request, summary)
+        llm = LLM_PATH.match(request.path)
+        if llm:
+            return self._llm_logs(request, llm.group("bot"))
         match = BOT_PATH.match(request.path)
         if not match and request.path not in ADMIN_PATHS:
             return self.error_body(404, f"Cannot POST {request.path}")
@@ -238,6 +330,170 @@ class KoreAPI:
                 400, f"Maximum {self.settings.max_window_days} days date period allowed"
             )
         return Response.json(200, self._answer(bot, body.get("channel"), start, end, body))
+
+    # -- Billing Usage Summary ------------------------------------------------------------
+
+    def _summary(self, request: Request, match: re.Match[str]) -> Response:
+        groups = match.groupdict()
+        bot = groups.get("bot")
+        slot = bot or "admin-account"
+        status_route = bool(groups.get("status"))
+        if request.method != ("GET" if status_route else "POST"):
+            return self.error_body(405, "Method not allowed")
+        if not self._authorized(request.headers.get("auth")):
+            return self.error_body(401, "Invalid SDK credentials", 4002)
+        if self._over_limit(slot):
+            self.rate_limited += 1
+            return self.error_body(self.settings.rate_limit_status, RATE_LIMIT_MESSAGE, 429)
+        if status_route:
+            if request.query.get("type", [""])[-1] != "summary":
+                return self.error_body(400, "type must be summary")
+            return self._summary_status(slot)
+        try:
+            body = request.json() or {}
+        except ValueError:
+            return self.error_body(400, "Invalid JSON body")
+        if not isinstance(body, dict):
+            return self.error_body(400, "Invalid JSON body")
+        try:
+            start = _parse_date(body.get("fromDate"), "fromDate")
+            end = _parse_date(body.get("toDate"), "toDate")
+        except ValueError as exc:
+            return self.error_body(400, str(exc))
+        if end <= start or end - start > dt.timedelta(days=self.settings.max_window_days):
+            return self.error_body(
+                400, f"Maximum {self.settings.max_window_days} days date period allowed"
+            )
+        units = body.get("unitType")
+        if not isinstance(units, list) or not units or any(u not in UNIT_FIGURES for u in units):
+            return self.error_body(400, f"unitType must be a list of {', '.join(UNIT_FIGURES)}")
+        if body.get("groupByPeriod") not in PERIODS:
+            return self.error_body(400, f"groupByPeriod must be one of {', '.join(PERIODS)}")
+        grouped = body.get("groupByBot", body.get("groupByApp"))
+        if grouped not in ("yes", "no"):
+            return self.error_body(400, "groupByBot must be yes or no")
+        job = self.jobs.start(slot, {**body, "_route_bot": bot})
+        return Response.json(
+            200,
+            {
+                "reportId": str(int(job.id[3:11], 16) % 1_000_000),
+                "status": "IN_PROGRESS",
+                "percentageComplete": 0,
+                "jobType": "BILLINGSESSIONS_API",
+                "action": "QUERY",
+                "statusLogs": [],
+                "_id": job.id,
+                "createdOn": dt.datetime.now(UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z"),
+            },
+        )
+
+    def _summary_status(self, slot: str) -> Response:
+        job = self.jobs.poll(slot)
+        if job is None:
+            return self.error_body(404, "No billing session summary job found")
+        if job.outcome == "stuck" or job.polls <= job.polls_in_progress:
+            percentage = min(95, 100 * job.polls // (job.polls_in_progress + 1))
+            return Response.json(
+                200, {"_id": job.id, "status": "IN_PROGRESS", "percentageComplete": percentage}
+            )
+        if job.outcome == "failed":
+            return Response.json(
+                200,
+                {
+                    "_id": job.id,
+                    "status": self.settings.summary.failure_status,
+                    "statusLogs": [{"msg": "report generation failed"}],
+                },
+            )
+        return Response.json(
+            200,
+            {
+                "_id": job.id,
+                "status": self.settings.summary.success_status,
+                "__v": 0,
+                "response": self._summary_response(job.body),
+            },
+        )
+
+    def _summary_response(self, body: dict) -> dict:
+        granularity = PERIODS[body["groupByPeriod"]]
+        start = _parse_date(body["fromDate"], "fromDate")
+        end = _parse_date(body["toDate"], "toDate")
+        route_bot = body.get("_route_bot")
+        named = body.get("streamIds") if isinstance(body.get("streamIds"), list) else None
+        with self._lock:
+            sessions = [
+                s
+                for s in self._sessions
+                if (route_bot is None or s.botId == route_bot) and (not named or s.botId in named)
+            ]
+        figures = vendor_figures(
+            sessions,
+            granularity,
+            start=start,
+            end=end,
+            end_inclusive=self.settings.summary.to_inclusive,
+        )
+        by_bot = body.get("groupByBot", body.get("groupByApp")) == "yes"
+        bots = sorted({s.botId for s in sessions}) if by_bot else ["ALL"]
+        wanted = [UNIT_FIGURES[u] for u in body["unitType"]]
+        merged: dict[tuple[str, dt.datetime], dict[str, int]] = {}
+        for (bot, bucket), values in figures.items():
+            row = merged.setdefault((bot if by_bot else "ALL", bucket), dict.fromkeys(wanted, 0))
+            for name in wanted:
+                row[name] += values[name]
+        data = []
+        total = 0
+        for bot in bots:
+            buckets = []
+            cursor = bucket_start(start, granularity)
+            while cursor <= end:
+                row = merged.get((bot, cursor)) or dict.fromkeys(wanted, 0)
+                if "sessions" in row:
+                    label = bot if by_bot else (route_bot or "ALL")
+                    row = self._with_offsets(label, cursor, granularity, row)
+                    total += row["sessions"]
+                buckets.append({"date": cursor.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "val": row})
+                cursor = next_bucket(cursor, granularity)
+            data.append({"bot": bot, "val": buckets})
+        return {"data": data, "averageSessions": total // max(1, sum(len(d["val"]) for d in data))}
+
+    # -- GenAI and LLM usage logs ---------------------------------------------------------
+
+    def _llm_logs(self, request: Request, bot: str) -> Response:
+        if request.method != "POST":
+            return self.error_body(405, "Method not allowed")
+        if not self._authorized(request.headers.get("auth")):
+            return self.error_body(401, "Invalid SDK credentials", 4002)
+        if self._over_limit(bot):
+            self.rate_limited += 1
+            return self.error_body(self.settings.rate_limit_status, RATE_LIMIT_MESSAGE, 429)
+        try:
+            body = request.json() or {}
+        except ValueError:
+            return self.error_body(400, "Invalid JSON body")
+        if not isinstance(body, dict):
+            return self.error_body(400, "Invalid JSON body")
+        try:
+            start = _parse_date(body.get("dateFrom"), "dateFrom")
+            end = _parse_date(body.get("dateTo"), "dateTo")
+            limit = int(str(body.get("limit")))
+            skip = int(str(body.get("skip") or 0))
+        except ValueError as exc:
+            return self.error_body(400, str(exc))
+        if self.settings.llm_date_to_inclusive and len(str(body.get("dateTo"))) == 10:
+            end += dt.timedelta(days=1)  # the dateTo day counts in full
+        if end <= start or end - start > dt.timedelta(days=self.settings.max_window_days):
+            return self.error_body(400, "You can access records spanning up to a 90-day timeframe")
+        with self._lock:
+            calls, starts = self._llm, self._llm_starts
+        low, high = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
+        matching = [c for c in calls[low:high] if c.bot_id == bot]
+        matching.reverse()  # newest first
+        page = matching[skip : skip + min(max(limit, 0), self.settings.llm_page_cap)]
+        return Response.json(200, [render_llm_call(c) for c in page])
 
     def _authorized(self, token: str | None) -> bool:
         if not token or token.count(".") != 2:

@@ -262,6 +262,28 @@ def validate_window_settings(
 PEM_CERTIFICATE_MARKER = b"-----BEGIN CERTIFICATE-----"
 
 
+def range_errors(
+    config: t.Mapping[str, t.Any],
+    *,
+    whole: t.Sequence[tuple[str, int, int]] = (),
+    numbers: t.Sequence[tuple[str, float, float]] = (),
+) -> list[str]:
+    """Settings outside their range, one line each: ``whole`` are (key, low, high) of whole numbers,
+    ``numbers`` of finite numbers; an absent or null setting is not checked."""
+    errors = []
+    for key, low, high in whole:
+        value = config.get(key)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
+        ):
+            errors.append(f"{key} must be a whole number from {low} to {high}, got {show(value)}")
+    for key, lower, upper in numbers:
+        value = config.get(key)
+        if value is not None and (not _is_number(value) or not lower <= value <= upper):
+            errors.append(f"{key} must be a number from {lower:g} to {upper:g}, got {show(value)}")
+    return errors
+
+
 def validate_ca_bundle(config: t.Mapping[str, t.Any], key: str = "ca_bundle_path") -> list[str]:
     """The CA bundle, when set, must be a readable PEM file whose certificates load.
 

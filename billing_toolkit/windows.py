@@ -50,3 +50,46 @@ def plan_windows(start: dt.datetime, end: dt.datetime, size: dt.timedelta) -> li
         windows.append(DateWindow(cursor, upper))
         cursor = upper
     return windows
+
+
+#: Calendar periods (UTC) a window may be aligned to.
+PERIODS = ("hour", "day", "month")
+
+
+def period_start(moment: dt.datetime, period: str) -> dt.datetime:
+    """The start of the UTC ``period`` (hour, day or month) holding ``moment``."""
+    moment = moment.astimezone(dt.timezone.utc)
+    if period == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    if period == "day":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "month":
+        return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    msg = f"unknown period {period!r}; known: {', '.join(PERIODS)}"
+    raise ValueError(msg)
+
+
+def next_period(start: dt.datetime, period: str) -> dt.datetime:
+    """The start of the period after the one starting at ``start``."""
+    if period == "hour":
+        return start + dt.timedelta(hours=1)
+    if period == "day":
+        return start + dt.timedelta(days=1)
+    return (start.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+
+
+def plan_periods(
+    start: dt.datetime, end: dt.datetime, period: str, *, max_span: dt.timedelta
+) -> list[DateWindow]:
+    """Windows of whole UTC periods covering ``[start, end)``: the first starts where the period
+    holding ``start`` starts, each holds as many whole periods as fit in ``max_span`` (at least one),
+    and the last ends at ``end`` (so a period still running is cut at ``end``)."""
+    windows: list[DateWindow] = []
+    cursor = period_start(start, period)
+    while cursor < end:
+        upper = next_period(cursor, period)
+        while upper < end and next_period(upper, period) - cursor <= max_span:
+            upper = next_period(upper, period)
+        windows.append(DateWindow(cursor, min(upper, end)))
+        cursor = upper
+    return windows

@@ -11,6 +11,11 @@ what the status code and ``responseStatus`` say. When both streams are
 selected, the stream synced first keeps the other's part of each answer in a run-wide
 :class:`UsageAnswers` store and the second stream takes it from there: one request per period, not
 two. The store is bounded; past its bound the second stream asks the API itself.
+
+``billing_customers`` reads GetBilling (``GET /billing``, https://evovoice.io/xml/metadata?op=GetBilling)
+per account and period: each customer's ``internationalCosts`` and ``hasCallRecording``. GetBilling
+needs an account: the accounts are ``account_ids``, or, when that is empty, the accounts seen in the
+usage answers of the same run.
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ class UsageAnswers:
         self._rows = 0
         self.streams: dict[str, AIUsageStream] = {}
         self.requests_saved = 0
+        #: Every account a usage answer of this run named (billing_customers reads these when
+        #: account_ids is empty).
+        self.accounts_seen: set[str] = set()
 
     def keep(self, key: tuple[t.Any, ...], rows: list[dict[str, t.Any]]) -> None:
         if self._rows + len(rows) > self.max_rows:
@@ -92,16 +100,18 @@ class UsageAnswers:
         return rows
 
 
-class AIUsageStream(WindowedRESTStream):
-    """One GetAIUsage request per period (and account partition); records of one part of it."""
+class EvoStream(WindowedRESTStream):
+    """What every Evo Voice stream shares: the login, calendar periods keyed by ``startDate``, and
+    ServiceStack's answers (401 = the session expired, ``responseStatus`` errors)."""
 
-    path = "/ai/usage"
     http_method = "GET"
     replication_key = "startDate"
     window_field = "startDate"
-    part: t.ClassVar[str]
-    other_part: t.ClassVar[str]
     answers: UsageAnswers
+    #: The service's name, for errors (a 404 says it is not deployed at ``api_url``).
+    service: t.ClassVar[str]
+    #: What a 403 means for this service.
+    forbidden: t.ClassVar[str] = "the user lacks a role the service requires"
 
     @property
     def url_base(self) -> str:
@@ -154,6 +164,80 @@ class AIUsageStream(WindowedRESTStream):
         query = WindowQuery.from_context(context)
         return ((context or {}).get("accountId"), query.window.start, query.window.end)
 
+    # -- answers ----------------------------------------------------------------------------
+
+    def validate_response(self, response: requests.Response) -> None:
+        if (
+            response.status_code == 401
+            and self.answers.auth.method == "credentials"
+            and not self._relogged
+        ):
+            # The session expired: log in again, once, and ask again.
+            self._relogged = True
+            try:
+                self.answers.auth.login()
+            except LoginError as exc:
+                raise FatalAPIError(str(exc)) from exc
+            raise RetriableAPIError(
+                describe_response_failure(response, "session expired; logged in again"), response
+            )
+        if response.status_code == 404:
+            msg = describe_response_failure(response, self.not_found())
+            raise FatalAPIError(msg)
+        if response.status_code == 403:
+            raise FatalAPIError(describe_response_failure(response, self.forbidden))
+        content_type = response.headers.get("Content-Type", "")
+        if response.status_code == 200 and "json" not in content_type:
+            msg = f"the API answered {content_type or 'no content type'}, not JSON: is api_url the Evo Voice API root?"
+            raise ResponseShapeError(describe_response_failure(response, msg))
+        super().validate_response(response)
+        self._relogged = False
+
+    _relogged = False
+
+    def not_found(self) -> str:
+        return f"no {self.service} service at {self.url_base}{self.path} (HTTP 404): check api_url"
+
+    def check_answer(
+        self, body: t.Any, response: requests.Response, lists: t.Sequence[str]
+    ) -> None:
+        """An object whose ``lists``, where present and not null, are lists. An absent or null list
+        has no rows (ServiceStack leaves null members out); a ``responseStatus`` with an
+        ``errorCode`` is a failure, whatever the status said; an answer without rows that holds keys
+        the service never sends is not read as "nothing": it fails the run."""
+        if not isinstance(body, dict):
+            raise ResponseShapeError(
+                describe_response_failure(response, "the response is not a JSON object")
+            )
+        status = body.get("responseStatus")
+        if isinstance(status, dict) and status.get("errorCode"):
+            msg = f"the answer carries an error: {status.get('errorCode')}: {status.get('message')}"
+            raise FatalAPIError(describe_response_failure(response, msg))
+        for part in lists:
+            if body.get(part) is not None and not isinstance(body[part], list):
+                raise ResponseShapeError(
+                    describe_response_failure(response, f"'{part}' is not a list")
+                )
+        unknown = sorted(set(body) - {*lists, "responseStatus"})
+        if unknown and not any(body.get(part) for part in lists):
+            # No row, and keys the service never sends ({"ok": false, ...}, a proxy's JSON error):
+            # not an answer to read as "nothing".
+            msg = f"no {' or '.join(lists)} rows, and keys {self.service} does not send: {unknown}"
+            raise ResponseShapeError(describe_response_failure(response, msg))
+
+
+class AIUsageStream(EvoStream):
+    """One GetAIUsage request per period (and account partition); records of one part of it."""
+
+    path = "/ai/usage"
+    service = "GetAIUsage"
+    forbidden = "the user lacks the SystemAdministrator role that GetAIUsage requires"
+    part: t.ClassVar[str]
+    other_part: t.ClassVar[str]
+
+    def not_found(self) -> str:
+        return not_deployed(self.url_base)
+
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         first, last = self.period_days(WindowQuery.from_context(context).window)
         end = last if self.config.get("end_date_inclusive", True) else last + dt.timedelta(days=1)
@@ -195,68 +279,98 @@ class AIUsageStream(WindowedRESTStream):
                 raise ResponseShapeError(
                     describe_response_failure(response, msg) if response is not None else msg
                 )
+            self.answers.accounts_seen.add(row["accountId"])
             if self.part == CUSTOMER_PART and wanted and row.get("customerId") not in wanted:
                 continue
             yield {**row, "startDate": first.isoformat(), "endDate": last.isoformat()}
 
-    # -- answers ----------------------------------------------------------------------------
+    def validate_body(self, body: t.Any, response: requests.Response) -> None:
+        self.check_answer(body, response, PARTS)
 
-    def validate_response(self, response: requests.Response) -> None:
-        if (
-            response.status_code == 401
-            and self.answers.auth.method == "credentials"
-            and not self._relogged
-        ):
-            # The session expired: log in again, once, and ask again.
-            self._relogged = True
-            try:
-                self.answers.auth.login()
-            except LoginError as exc:
-                raise FatalAPIError(str(exc)) from exc
-            raise RetriableAPIError(
-                describe_response_failure(response, "session expired; logged in again"), response
-            )
-        if response.status_code == 404:
-            msg = describe_response_failure(response, not_deployed(self.url_base))
-            raise FatalAPIError(msg)
-        if response.status_code == 403:
-            msg = describe_response_failure(
-                response, "the user lacks the SystemAdministrator role that GetAIUsage requires"
-            )
-            raise FatalAPIError(msg)
-        content_type = response.headers.get("Content-Type", "")
-        if response.status_code == 200 and "json" not in content_type:
-            msg = f"the API answered {content_type or 'no content type'}, not JSON: is api_url the Evo Voice API root?"
-            raise ResponseShapeError(describe_response_failure(response, msg))
-        super().validate_response(response)
-        self._relogged = False
 
-    _relogged = False
+class BillingCustomersStream(EvoStream):
+    """GetBilling per account and period: one record per customer with international costs."""
+
+    name = "billing_customers"
+    #: Not part of a run without a catalog (the older streams' runs ask nothing more of the API
+    #: after an upgrade); select it in the catalog, or with Meltano's ``select``.
+    selected_by_default = False
+    path = "/billing"
+    service = "GetBilling"
+    primary_keys = ("accountId", "customerId", "startDate")
+    schema = th.PropertiesList(
+        th.Property("accountId", th.StringType, required=True),
+        th.Property("customerId", th.StringType, required=True),
+        th.Property("startDate", th.DateType, required=True, description="First day of the period"),
+        th.Property(
+            "endDate", th.DateType, required=True, description="Last day (inclusive) of the period"
+        ),
+        th.Property(
+            "internationalCosts",
+            th.NumberType,
+            description="International costs of the period, as GetBilling reports them",
+        ),
+        th.Property("hasCallRecording", th.BooleanType),
+    ).to_dict()
+
+    @property
+    def partitions(self) -> list[dict[str, str]] | None:
+        """``account_ids``, or the accounts the usage answers of this run named (sorted)."""
+        named = super().partitions
+        if named:
+            return named
+        if not any(stream.selected for stream in self.answers.streams.values()):
+            msg = (
+                "billing_customers needs accounts (GetBilling requires AccountId): set account_ids, "
+                "or select ai_account_usage or ai_customer_usage so that the accounts they see "
+                "are read"
+            )
+            raise FatalAPIError(msg)
+        return [{"accountId": a} for a in sorted(self.answers.accounts_seen)]
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        if not context:
+            self.logger.info(
+                "%s: no account seen in this run's usage answers: nothing to read", self.name
+            )
+            return
+        yield from super().get_records(context)
+
+    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
+        first, last = self.period_days(WindowQuery.from_context(context).window)
+        # GetBilling counts both days in full (documented), whatever end_date_inclusive says.
+        return {
+            "accountId": (context or {}).get("accountId"),
+            "startDate": first.isoformat(),
+            "endDate": last.isoformat(),
+        }
 
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
-        """An object whose lists, where present and not null, are lists. An absent or null list is
-        a period without rows (ServiceStack leaves null members out); a ``responseStatus`` with an
-        ``errorCode`` is a failure, whatever the status said; an answer without rows that holds
-        keys GetAIUsage never sends is not read as "no usage": it fails the run."""
-        if not isinstance(body, dict):
-            raise ResponseShapeError(
-                describe_response_failure(response, "the response is not a JSON object")
-            )
-        status = body.get("responseStatus")
-        if isinstance(status, dict) and status.get("errorCode"):
-            msg = f"the answer carries an error: {status.get('errorCode')}: {status.get('message')}"
-            raise FatalAPIError(describe_response_failure(response, msg))
-        for part in (ACCOUNT_PART, CUSTOMER_PART):
-            if body.get(part) is not None and not isinstance(body[part], list):
-                raise ResponseShapeError(
-                    describe_response_failure(response, f"'{part}' is not a list")
-                )
-        unknown = sorted(set(body) - {*PARTS, "responseStatus"})
-        if unknown and not any(body.get(part) for part in PARTS):
-            # No usage row, and keys GetAIUsage never sends ({"ok": false, ...}, a proxy's JSON
-            # error): not an answer to read as "no usage".
-            msg = f"neither {ACCOUNT_PART} nor {CUSTOMER_PART} rows, and keys GetAIUsage does not send: {unknown}"
-            raise ResponseShapeError(describe_response_failure(response, msg))
+        self.check_answer(body, response, ("customers",))
+
+    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
+        context = self._answer_context
+        first, last = self.period_days(WindowQuery.from_context(context).window)
+        account = (context or {}).get("accountId")
+        wanted = set(self.config.get("customer_ids") or [])
+        for row in self.decoded_body(response).get("customers") or []:
+            if not isinstance(row, dict) or not isinstance(row.get("customerId"), str):
+                msg = f"a customers row without customerId: {row!r}"
+                raise ResponseShapeError(describe_response_failure(response, msg))
+            if wanted and row["customerId"] not in wanted:
+                continue
+            yield {
+                **row,
+                "accountId": account,
+                "startDate": first.isoformat(),
+                "endDate": last.isoformat(),
+            }
+
+    _answer_context: Context | None = None
+
+    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        self._answer_context = context
+        yield from super().request_records(context)
 
 
 class AIAccountUsageStream(AIUsageStream):

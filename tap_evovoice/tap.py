@@ -15,6 +15,8 @@ from tap_evovoice.streams import (
     AIAccountUsageStream,
     AICustomerUsageStream,
     AIUsageStream,
+    BillingCustomersStream,
+    EvoStream,
     UsageAnswers,
 )
 
@@ -60,13 +62,13 @@ class TapEvoVoice(BillingTap):
             "account_ids",
             th.ArrayType(th.StringType),
             title="Account IDs",
-            description="Accounts to read, each its own partition and bookmark. Empty: all accounts in one query.",
+            description="Accounts to read, each its own partition and bookmark. Empty: all accounts in one usage query; billing_customers then reads the accounts the usage answers of the same run named.",
         ),
         th.Property(
             "customer_ids",
             th.ArrayType(th.StringType),
             title="Customer IDs",
-            description="Customers to keep in ai_customer_usage (filtered from the full answer). Empty: all.",
+            description="Customers to keep in ai_customer_usage and billing_customers (filtered from the full answers). Empty: all.",
         ),
         th.Property(
             "granularity",
@@ -86,7 +88,7 @@ class TapEvoVoice(BillingTap):
         *common.window_properties(window_days=None, lookback_minutes=3 * 24 * 60),
     ).to_dict()
 
-    def discover_streams(self) -> list[AIUsageStream]:
+    def discover_streams(self) -> list[EvoStream]:
         auth = EvoAuth(
             api_url=str(self.config.get("api_url", "https://evovoice.io")),
             username=str(self.config.get("username", "")),
@@ -96,10 +98,13 @@ class TapEvoVoice(BillingTap):
             ca_bundle=self.config.get("ca_bundle_path"),
         )
         answers = UsageAnswers(auth)
-        streams: list[AIUsageStream] = [AIAccountUsageStream(self), AICustomerUsageStream(self)]
-        for stream in streams:
-            stream.answers = answers
+        usage: list[AIUsageStream] = [AIAccountUsageStream(self), AICustomerUsageStream(self)]
+        for stream in usage:
             answers.streams[stream.part] = stream
+        # billing_customers comes last: without account_ids it reads the accounts usage named.
+        streams: list[EvoStream] = [*usage, BillingCustomersStream(self)]
+        for each in streams:
+            each.answers = answers
         return streams
 
     def semantic_config_errors(self) -> list[str]:

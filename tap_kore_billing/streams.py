@@ -1,4 +1,7 @@
-"""The one stream of tap-kore-billing: billing sessions."""
+"""The streams of tap-kore-billing: what they share (:class:`KoreStream`) and billing sessions.
+
+The Billing Usage Summary and the GenAI/LLM usage logs live in ``usage_summary`` and ``llm_usage``.
+"""
 
 from __future__ import annotations
 
@@ -77,7 +80,67 @@ class SkipLimitPaginator(BaseAPIPaginator[int]):
         return True
 
 
-class BillingSessionsStream(WindowedRESTStream):
+class KoreStream(WindowedRESTStream):
+    """What every Kore.ai stream shares: the host, the JWT, the scope, the bots, and one rate budget
+    per bot (or per account on the Admin routes) spent by every stream of the run."""
+
+    def __init__(self, tap: t.Any, *, rate_limiter: RollingRateLimiter | None = None) -> None:
+        super().__init__(tap)
+        self._rate_limiter = rate_limiter or budget_of(self.config)
+
+    @property
+    def url_base(self) -> str:
+        return str(self.config.get("api_url", "https://platform.kore.ai")).rstrip("/")
+
+    @cached_property
+    def scope(self) -> str:
+        """``bot`` (Bot Builder routes, per bot) or ``admin`` (Admin routes)."""
+        return scope_of(self.config)
+
+    @property
+    def bot_ids(self) -> list[str]:
+        return list(dict.fromkeys(self.config.get("bot_ids") or []))
+
+    @cached_property
+    def authenticator(self) -> KoreJWTAuth:
+        return KoreJWTAuth(
+            client_id=self.config.get("client_id"),
+            client_secret=self.config.get("client_secret"),
+            jwt=self.config.get("jwt"),
+        )
+
+    @property
+    def rate_limiter(self) -> RollingRateLimiter:
+        return self._rate_limiter
+
+    #: The partition key that names a bot (each stream's records carry it under this name).
+    bot_key: t.ClassVar[str] = "botId"
+
+    def throttle_key(self, context: Context | None) -> str:
+        """Per bot on the Bot Builder routes; per account on the Admin routes (documented limits)."""
+        if self.scope == "admin":
+            return "admin"
+        return str((context or {}).get(self.bot_key) or "admin")
+
+    def validate_response(self, response: requests.Response) -> None:
+        if response.status_code != 200 and RATE_LIMIT_TEXT in response.text[:2000].lower():
+            # The rate-limit message may come under any status: wait and go on.
+            msg = describe_response_failure(response, "rate limited")
+            raise RetriableAPIError(msg, response)
+        super().validate_response(response)
+
+
+def budget_of(config: t.Mapping[str, t.Any]) -> RollingRateLimiter:
+    """The client-side throttle the settings ask for (one budget per bot or per account)."""
+    return RollingRateLimiter(
+        [
+            (int(config.get("max_requests_per_minute", 50)), 60.0),
+            (int(config.get("max_requests_per_hour", 1500)), 3600.0),
+        ]
+    )
+
+
+class BillingSessionsStream(KoreStream):
     """Kore.ai billing sessions, one record per ``billingSessionId``, API field names kept.
 
     Scope ``bot``: the Bot Builder route of each bot in ``bot_ids``. Scope ``admin``: the Admin
@@ -120,15 +183,6 @@ class BillingSessionsStream(WindowedRESTStream):
         th.Property("billingSessionEndDateTime", th.DateTimeType, description="UTC"),
     ).to_dict()
 
-    @property
-    def url_base(self) -> str:
-        return str(self.config.get("api_url", "https://platform.kore.ai")).rstrip("/")
-
-    @cached_property
-    def scope(self) -> str:
-        """``bot`` (Bot Builder route, per bot) or ``admin`` (Admin route)."""
-        return scope_of(self.config)
-
     def get_url(self, context: Context | None) -> str:
         bot = (context or {}).get("botId")
         if self.scope == "bot" and bot:
@@ -147,35 +201,12 @@ class BillingSessionsStream(WindowedRESTStream):
         return f"scope bot: {where}"
 
     @cached_property
-    def authenticator(self) -> KoreJWTAuth:
-        return KoreJWTAuth(
-            client_id=self.config.get("client_id"),
-            client_secret=self.config.get("client_secret"),
-            jwt=self.config.get("jwt"),
-        )
-
-    @cached_property
-    def rate_limiter(self) -> RollingRateLimiter:
-        return RollingRateLimiter(
-            [
-                (int(self.config.get("max_requests_per_minute", 50)), 60.0),
-                (int(self.config.get("max_requests_per_hour", 1500)), 3600.0),
-            ]
-        )
-
-    def throttle_key(self, context: Context | None) -> str:
-        """Per bot on the Bot Builder route; per account on the Admin route (documented limits)."""
-        if self.scope == "admin":
-            return "admin"
-        return str((context or {}).get("botId") or "admin")
-
-    @cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(str(self.config.get("timezone", "UTC")))
 
     @property
     def partitions(self) -> list[dict[str, str]] | None:
-        bots = list(dict.fromkeys(self.config.get("bot_ids") or []))
+        bots = self.bot_ids
         channels = list(dict.fromkeys(self.config.get("channels") or []))
         if bots and channels:
             return [{"botId": b, "channel": c} for b in bots for c in channels]
@@ -231,8 +262,8 @@ class BillingSessionsStream(WindowedRESTStream):
     ) -> dict[str, t.Any]:
         query = WindowQuery.from_context(context)
         payload: dict[str, t.Any] = {
-            "fromDate": _kore_date(query.window.start - BOUNDARY_GUARD),
-            "toDate": _kore_date(query.window.end),
+            "fromDate": kore_date(query.window.start - BOUNDARY_GUARD),
+            "toDate": kore_date(query.window.end),
             "skip": int(next_page_token or 0),
             "limit": int(self.config.get("page_size", 100)),
         }
@@ -241,13 +272,6 @@ class BillingSessionsStream(WindowedRESTStream):
         if self.scope == "admin" and context and context.get("botId"):
             payload["botId"] = context["botId"]
         return payload
-
-    def validate_response(self, response: requests.Response) -> None:
-        if response.status_code != 200 and RATE_LIMIT_TEXT in response.text[:2000].lower():
-            # The rate-limit message may come under any status: wait and go on.
-            msg = describe_response_failure(response, "rate limited")
-            raise RetriableAPIError(msg, response)
-        super().validate_response(response)
 
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
         if not isinstance(body, dict):
@@ -377,7 +401,7 @@ class BillingSessionsStream(WindowedRESTStream):
         return record
 
 
-def _kore_date(moment: dt.datetime) -> str:
+def kore_date(moment: dt.datetime) -> str:
     """``yyyy-mm-ddThh:mm:ss.mssZ``, one of the two documented forms."""
     return (
         moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")

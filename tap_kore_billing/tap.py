@@ -10,9 +10,18 @@ from singer_sdk import typing as th
 from billing_toolkit import settings as common
 from billing_toolkit.tap import BillingTap, ConnectionCheckError, explain_connection_failure
 from billing_toolkit.windows import DateWindow
-from tap_kore_billing.streams import MAX_WINDOW_DAYS, BillingSessionsStream, scope_of
+from tap_kore_billing.llm_usage import LLMUsageLogsStream
+from tap_kore_billing.streams import (
+    MAX_WINDOW_DAYS,
+    BillingSessionsStream,
+    KoreStream,
+    budget_of,
+    scope_of,
+)
+from tap_kore_billing.usage_summary import GROUP_BY_PERIOD, BillingUsageSummaryStream
 
 DEFAULT_ADMIN_PATH = "/api/public/bots/getBillingSessionsDetails"
+DEFAULT_SUMMARY_ADMIN_PATH = "/api/public/bots/billingsessionsummary"
 SCOPES = ("bot", "admin")
 #: What a refused request (401/403) usually means under each scope.
 REFUSED = {
@@ -120,11 +129,67 @@ class TapKoreBilling(BillingTap):
             title="Throttle: requests per hour",
             description="Client-side cap per bot (or per account on the Admin path); the API allows 1800.",
         ),
+        th.Property(
+            "summary_granularity",
+            th.StringType,
+            default="day",
+            allowed_values=list(GROUP_BY_PERIOD),
+            title="Usage summary: period",
+            description="Bucket of the billing_usage_summary stream (the API's groupByPeriod): hour, day or month, in UTC.",
+        ),
+        th.Property(
+            "summary_job_max_wait_seconds",
+            th.NumberType,
+            default=600,
+            title="Usage summary: longest wait for a job",
+            description="How long one usage summary job may stay in progress before the run fails, naming this setting.",
+        ),
+        th.Property(
+            "summary_job_attempts",
+            th.IntegerType,
+            default=3,
+            title="Usage summary: jobs per window",
+            description="How many times a window's job is started when one fails, vanishes or is replaced by another client's job on the same route.",
+        ),
+        th.Property(
+            "summary_poll_seconds",
+            th.NumberType,
+            default=2,
+            title="Usage summary: first poll pause",
+            description="Pause before the first status poll of a job; each later pause doubles, up to 30 s.",
+        ),
+        th.Property(
+            "summary_admin_path",
+            th.StringType,
+            default=DEFAULT_SUMMARY_ADMIN_PATH,
+            title="Usage summary: Admin API path",
+            description="Route of the Admin-scope usage summary job: the docs' samples use /api/public/bots/billingsessionsummary, their table /api/public/billingsessionsummary (the status route adds /status).",
+        ),
+        th.Property(
+            "llm_page_size",
+            th.IntegerType,
+            default=100,
+            title="LLM usage logs: page size",
+            description="Rows asked for per request of the llm_usage_logs stream (limit).",
+        ),
+        th.Property(
+            "llm_include_developer_usage",
+            th.BooleanType,
+            default=False,
+            title="LLM usage logs: developer usage",
+            description="Whether llm_usage_logs includes the developers' own test calls (the API's isDeveloper).",
+        ),
         *common.window_properties(window_days=MAX_WINDOW_DAYS, lookback_minutes=1440),
     ).to_dict()
 
-    def discover_streams(self) -> list[BillingSessionsStream]:
-        return [BillingSessionsStream(self)]
+    def discover_streams(self) -> list[KoreStream]:
+        # One rate budget per bot (or per account on the Admin routes) for every stream of the run.
+        budget = budget_of(self.config)
+        return [
+            BillingSessionsStream(self, rate_limiter=budget),
+            BillingUsageSummaryStream(self, rate_limiter=budget),
+            LLMUsageLogsStream(self, rate_limiter=budget),
+        ]
 
     def semantic_config_errors(self) -> list[str]:
         config = self.config
@@ -156,23 +221,25 @@ class TapKoreBilling(BillingTap):
                 "scope bot needs bot_ids: the Bot Builder route is per bot; list the bots, or set "
                 "scope admin to read every bot of the account"
             )
-        path = config.get("admin_path", DEFAULT_ADMIN_PATH)
-        if not isinstance(path, str) or not path.startswith("/"):
-            errors.append(f"admin_path must be a path starting with '/', got {common.show(path)}")
-        elif common.has_control(path) or any(ch.isspace() or ch in "?#" for ch in path):
-            errors.append(
-                f"admin_path must be a plain path (no white space, control characters, ? or #), got {common.show(path)}"
-            )
-        for key, low, high in (
-            ("page_size", 1, 10_000),
-            ("max_requests_per_minute", 1, 60),
-            ("max_requests_per_hour", 1, 1800),
+        for key, default in (
+            ("admin_path", DEFAULT_ADMIN_PATH),
+            ("summary_admin_path", DEFAULT_SUMMARY_ADMIN_PATH),
         ):
-            value = config.get(key)
-            if value is not None and (not isinstance(value, int) or not low <= value <= high):
-                errors.append(
-                    f"{key} must be a whole number from {low} to {high}, got {common.show(value)}"
-                )
+            errors += _path_errors(key, config.get(key, default))
+        errors += common.range_errors(
+            config,
+            whole=[
+                ("page_size", 1, 10_000),
+                ("max_requests_per_minute", 1, 60),
+                ("max_requests_per_hour", 1, 1800),
+                ("summary_job_attempts", 1, 10),
+                ("llm_page_size", 1, 10_000),
+            ],
+            numbers=[
+                ("summary_job_max_wait_seconds", 1, 86_400),
+                ("summary_poll_seconds", 0.01, 30),
+            ],
+        )
         return errors
 
     def check_connection(self) -> str:
@@ -198,6 +265,16 @@ class TapKoreBilling(BillingTap):
             ) from exc
         newest = stream.newest_session(response, window) if response is not None else None
         return f"{route} accepted the credentials and answered a page. {newest or ''}".rstrip()
+
+
+def _path_errors(key: str, path: object) -> list[str]:
+    if not isinstance(path, str) or not path.startswith("/"):
+        return [f"{key} must be a path starting with '/', got {common.show(path)}"]
+    if common.has_control(path) or any(ch.isspace() or ch in "?#" for ch in path):
+        return [
+            f"{key} must be a plain path (no white space, control characters, ? or #), got {common.show(path)}"
+        ]
+    return []
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import typing as t
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +121,7 @@ def kore_config(server: SandboxServer, **overrides: object) -> dict[str, object]
         "timezone": server.api.settings.timezone,  # type: ignore[attr-defined]
         "page_size": 50,
         "max_requests_per_minute": 60,
+        "summary_poll_seconds": 0.02,
         **FAST_RETRIES,
         "retry_max_wait_seconds": 30,  # rate-limit tests wait out a rolling window
     }
@@ -147,6 +150,21 @@ def evo_sandbox(
         EvoAPI(rows, EvoSettings(username=EVO_USERNAME, password=EVO_PASSWORD, **settings))  # type: ignore[arg-type]
     )
     return SandboxServer(api, faults=FaultPlan(faults or [], stall_seconds=stall_seconds)).start()
+
+
+def expected_periods(
+    granularity: str, start: dt.date = EVO_START, end: dt.date = EVO_END
+) -> list[tuple[dt.date, dt.date]]:
+    """(first, last) day of each period inside [start, end)."""
+    periods, cursor = [], start
+    while cursor < end:
+        if granularity == "month":
+            following = (cursor.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        else:
+            following = cursor + dt.timedelta(days=1)
+        periods.append((cursor, min(following, end) - dt.timedelta(days=1)))
+        cursor = following
+    return periods
 
 
 def evo_config(server: SandboxServer, **overrides: object) -> dict[str, object]:
@@ -212,9 +230,45 @@ def _write_json(directory: Path, name: str, value: object) -> Path:
     return path
 
 
+#: Each tap's catalog from ``--discover`` (its schemas do not depend on the config), read once.
+_CATALOGS: dict[str, dict] = {}
+
+
+def catalog_selecting(
+    module: str, config: dict, streams: t.Collection[str], directory: Path
+) -> Path:
+    """A catalog file in ``directory`` in which exactly ``streams`` are selected."""
+    if module not in _CATALOGS:
+        result = subprocess.run(
+            tap_command(module, config, None, directory, "--discover"),
+            capture_output=True,
+            text=True,
+            check=True,
+            env=_env(),
+        )
+        _CATALOGS[module] = json.loads(result.stdout)
+    catalog = copy.deepcopy(_CATALOGS[module])
+    unknown = set(streams) - {s["tap_stream_id"] for s in catalog["streams"]}
+    assert not unknown, f"no such stream(s): {unknown}"
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] in streams
+    return _write_json(directory, "catalog.json", catalog)
+
+
 def tap_command(
-    module: str, config: dict, state: dict | None, directory: Path, *extra: str
+    module: str,
+    config: dict,
+    state: dict | None,
+    directory: Path,
+    *extra: str,
+    select: t.Collection[str] | None = None,
 ) -> list[str]:
+    """The command line of one tap run; ``select``: the streams a catalog selects (else the tap's
+    defaults, without a catalog)."""
+    if select is not None:
+        extra = ("--catalog", str(catalog_selecting(module, config, select, directory)), *extra)
     command = [
         sys.executable,
         "-m",
@@ -234,14 +288,16 @@ def run_tap(
     module: str = "tap_luminai",
     timeout: float = 120,
     env: dict[str, str] | None = None,
+    select: t.Collection[str] | None = None,
 ) -> TapRun:
     """Run the tap as its own process, as Meltano would, and parse what it printed.
 
-    ``env``: variables to set (over this process's environment) for this run only.
+    ``env``: variables to set (over this process's environment) for this run only. ``select``: the
+    streams to select in a catalog (default: the tap's own defaults).
     """
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(
-            tap_command(module, config, state, Path(tmp), *extra),
+            tap_command(module, config, state, Path(tmp), *extra, select=select),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -273,6 +329,7 @@ def run_tap_interrupted(
     after_states: int | None = None,
     after_seconds: float | None = None,
     signum: int = signal.SIGKILL,
+    select: t.Collection[str] | None = None,
 ) -> TapRun:
     """Run the tap and send it ``signum`` after it printed ``after_lines`` lines (0: at once) or
     ``after_states`` STATE lines, or ``after_seconds`` after its start, whichever comes first.
@@ -286,7 +343,7 @@ def run_tap_interrupted(
         stderr_path = directory / "stderr.log"
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(
-                tap_command(module, config, state, directory),
+                tap_command(module, config, state, directory, select=select),
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,

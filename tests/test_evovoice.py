@@ -13,9 +13,9 @@ from billing_sandbox.faults import FaultRule
 from tests.support import (
     EVO_END,
     EVO_PASSWORD,
-    EVO_START,
     EVO_USERNAME,
     evo_config,
+    expected_periods,
     run_tap,
     run_tap_killed_after_states,
     tap_command,
@@ -30,19 +30,6 @@ def evo_run(config, state=None, *extra):
 
 def by_stream(run, name):
     return [m["record"] for m in run.messages if m["type"] == "RECORD" and m["stream"] == name]
-
-
-def expected_periods(granularity, start=EVO_START, end=EVO_END):
-    """(first, last) day of each period inside [start, end)."""
-    periods, cursor = [], start
-    while cursor < end:
-        if granularity == "month":
-            following = (cursor.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-        else:
-            following = cursor + dt.timedelta(days=1)
-        periods.append((cursor, min(following, end) - dt.timedelta(days=1)))
-        cursor = following
-    return periods
 
 
 def assert_figures_exact(run, server, granularity, *, accounts=None, customers=None):

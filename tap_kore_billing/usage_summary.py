@@ -1,0 +1,322 @@
+"""``billing_usage_summary``: the vendor's own counts per bot and UTC hour, day or month.
+
+The Billing Usage Summary API is an asynchronous job (Koredotcom/docs
+``docs/xo/apis/automation/billing-usage-summary.md``): ``POST …/billingsessionsummary`` sets the
+filters and answers the job (``{"_id": "ds-…", "status": "IN_PROGRESS", …}``), then
+``GET …/billingsessionsummary/status?type=summary`` answers ``IN_PROGRESS`` until the figures come
+inline (``status: "success"``, ``response.data``). The status route takes no job id: it answers
+the route's latest job, so a second job would replace the first. The tap therefore runs one job at a
+time (windows and bots one after another), and checks that the job answering is the one it started
+(``_id``); a job that fails, vanishes (404) or is replaced by another is started again, up to
+``summary_job_attempts`` times; a job still running after ``summary_job_max_wait_seconds`` fails the
+run, naming the setting.
+
+Each window holds whole UTC periods (the answer's buckets are UTC, ``…T00:00:00.000Z``) and at most
+89 days, under the documented 90. A window starts where its first period starts, so a rerun from a
+bookmark inside a period (the lookback, or the period still running when the last run ended) reads
+that period whole again: a figure that can still grow is refreshed, never cut.
+
+The job flow runs as the SDK's paging loop: the first "page" is the POST, each further page a status
+poll; :class:`SummaryJobPaginator` decides, from each answer, whether to poll again, start again or
+stop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+import typing as t
+
+from singer_sdk import typing as th
+from singer_sdk.exceptions import FatalAPIError
+from singer_sdk.pagination import BaseAPIPaginator
+
+from billing_toolkit.http import describe_response_failure
+from billing_toolkit.stream import ResponseShapeError, WindowQuery
+from billing_toolkit.timestamps import format_timestamp, parse_timestamp
+from billing_toolkit.windows import DateWindow, next_period, plan_periods
+from tap_kore_billing.streams import MAX_WINDOW_DAYS, KoreStream, kore_date
+
+if t.TYPE_CHECKING:
+    import requests
+    from singer_sdk.helpers.types import Context
+    from singer_sdk.streams.rest import HTTPRequest, PageContext
+
+UTC = dt.timezone.utc
+#: ``granularity`` setting -> the API's ``groupByPeriod``.
+GROUP_BY_PERIOD = {"hour": "date_day_hour", "day": "date_day", "month": "date_month"}
+#: Every ``unitType`` the docs list; the answer names them ``sessions``, ``requests``,
+#: ``alert_notifications``, ``proactive_notifications``, ``conversations``.
+UNIT_TYPES = ("session", "request", "alert", "proactive", "conversations")
+#: Status texts of a job still running, finished and failed (compared without case). The docs show
+#: ``IN_PROGRESS`` and ``success`` only; the others are guesses, and any other text fails the run.
+RUNNING = frozenset({"in_progress", "inprogress", "queued", "pending", "running", "started"})
+DONE = frozenset({"success", "succeeded", "completed", "complete", "done"})
+FAILED = frozenset({"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted"})
+#: The "status" the tap gives a status answer of 404: the job is gone.
+VANISHED = "__vanished__"
+ALL_BOTS = "ALL"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStep:
+    """Where the job flow of one window stands: which job (None: start one), and how many status
+    polls it has had (counting the one this step asks for)."""
+
+    attempt: int
+    job_id: str | None = None
+    polls: int = 0
+    started: float = 0.0
+
+
+class SummaryJobPaginator(BaseAPIPaginator[JobStep | None]):
+    """Start the job, poll with backoff until it is done, start it again when it fails or is lost."""
+
+    def __init__(self, stream: BillingUsageSummaryStream) -> None:
+        super().__init__(None)
+        self._stream = stream
+
+    def get_next(self, response: requests.Response) -> JobStep | None:
+        stream = self._stream
+        body = stream.decoded_body(response)
+        step = self.current_value or JobStep(attempt=1)
+        if step.job_id is None:  # the answer of the POST: the job we started
+            started = time.monotonic()
+            time.sleep(stream.poll_pause(0))
+            return JobStep(step.attempt, str(body.get("_id") or ""), 1, started)
+        status = str(body.get("status") or "").lower()
+        answering = body.get("_id")
+        if status in DONE and (not step.job_id or not answering or answering == step.job_id):
+            return None
+        if status == VANISHED or status in FAILED or (answering and answering != step.job_id):
+            what = (
+                "vanished (the status route answered 404)"
+                if status == VANISHED
+                else f"ended {body.get('status')!r}"
+                if status in FAILED
+                else f"was replaced by job {answering} (another client started one on this route)"
+            )
+            if step.attempt >= stream.job_attempts:
+                msg = (
+                    f"{stream.name}: the usage summary job {step.job_id} {what}; gave up after "
+                    f"{step.attempt} job(s) (setting summary_job_attempts)"
+                )
+                raise FatalAPIError(describe_response_failure(response, msg))
+            stream.logger.warning(
+                "%s: the usage summary job %s %s; starting it again (job %d of at most %d)",
+                stream.name,
+                step.job_id,
+                what,
+                step.attempt + 1,
+                stream.job_attempts,
+            )
+            return JobStep(step.attempt + 1)
+        if status not in RUNNING and status not in DONE:
+            msg = f"{stream.name}: the usage summary job answered an unknown status {body.get('status')!r}"
+            raise ResponseShapeError(describe_response_failure(response, msg))
+        waited = time.monotonic() - step.started
+        pause = stream.poll_pause(step.polls)
+        if waited + pause > stream.job_max_wait:
+            msg = (
+                f"{stream.name}: the usage summary job {step.job_id} is still {body.get('status')!r} "
+                f"after {waited:.0f} s (setting summary_job_max_wait_seconds: "
+                f"{stream.job_max_wait:g} s)"
+            )
+            raise FatalAPIError(describe_response_failure(response, msg))
+        time.sleep(pause)
+        return dataclasses.replace(step, polls=step.polls + 1)
+
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        return True  # the job's answers before the figures hold no record
+
+
+class BillingUsageSummaryStream(KoreStream):
+    """One record per (bot or ``ALL``, period start, unit) with the vendor's figure.
+
+    Scope ``bot``: the Bot Builder route of each bot (``groupByBot: "no"``; the answer's ``ALL`` is
+    that bot). Scope ``admin`` with ``bot_ids``: the Admin route, each bot named in ``streamIds``
+    with ``groupByBot: "yes"``. Scope ``admin`` without ``bot_ids``: the whole account, ``bot`` =
+    ``ALL``.
+    """
+
+    name = "billing_usage_summary"
+    #: Not part of a run without a catalog (the older streams' runs ask nothing more of the API
+    #: after an upgrade); select it in the catalog, or with Meltano's ``select``.
+    selected_by_default = False
+    primary_keys = ("bot", "period_start", "unit")
+    replication_key = "period_start"
+    window_field = "period_start"
+    http_method = "POST"
+    path = "billingsessionsummary"  # for metrics; get_http_request builds each route
+    bot_key = "bot"
+
+    schema = th.PropertiesList(
+        th.Property(
+            "bot",
+            th.StringType,
+            required=True,
+            description="Bot (stream) id, or ALL for the whole account (Admin scope without bot_ids)",
+        ),
+        th.Property(
+            "period_start", th.DateTimeType, required=True, description="Start of the UTC bucket"
+        ),
+        th.Property(
+            "period_end",
+            th.DateTimeType,
+            description="End of the UTC bucket (exclusive); a bucket still running when the run "
+            "ended is read again by the next run",
+        ),
+        th.Property("granularity", th.StringType, required=True, description="hour, day or month"),
+        th.Property(
+            "unit",
+            th.StringType,
+            required=True,
+            description="The API's figure name: sessions, requests, alert_notifications, "
+            "proactive_notifications, conversations",
+        ),
+        th.Property("value", th.IntegerType, required=True, description="The vendor's figure"),
+    ).to_dict()
+
+    @property
+    def granularity(self) -> str:
+        return str(self.config.get("summary_granularity", "day"))
+
+    @property
+    def job_attempts(self) -> int:
+        return int(self.config.get("summary_job_attempts", 3))
+
+    @property
+    def job_max_wait(self) -> float:
+        return float(self.config.get("summary_job_max_wait_seconds", 600))
+
+    def poll_pause(self, polls: int) -> float:
+        """Seconds before the next status poll: doubling from ``summary_poll_seconds``, at most 30."""
+        first = float(self.config.get("summary_poll_seconds", 2))
+        return min(30.0, first * 2 ** min(polls, 16))
+
+    @property
+    def partitions(self) -> list[dict[str, str]] | None:
+        return [{"bot": b} for b in self.bot_ids] or None
+
+    def split_range(self, start: dt.datetime, end: dt.datetime) -> list[DateWindow]:
+        size = min(self.window_settings.window_size, dt.timedelta(days=MAX_WINDOW_DAYS))
+        return plan_periods(start, end, self.granularity, max_span=size)
+
+    def get_new_paginator(self) -> SummaryJobPaginator:
+        return SummaryJobPaginator(self)
+
+    def _route(self, context: Context | None) -> str:
+        bot = (context or {}).get("bot")
+        if self.scope == "bot" and bot:
+            return f"{self.url_base}/api/public/bot/{bot}/billingsessionsummary"
+        return self.url_base + str(
+            self.config.get("summary_admin_path", "/api/public/bots/billingsessionsummary")
+        )
+
+    def get_http_request(self, *, page: PageContext) -> HTTPRequest:
+        request = super().get_http_request(page=page)
+        step: JobStep | None = page.next_page_token
+        route = self._route(page.stream_context)
+        if step is not None and step.job_id is not None:
+            request.method, request.url = "GET", route + "/status"
+            request.params, request.data = {"type": "summary"}, None
+        else:
+            request.url = route
+        return request
+
+    def prepare_request_payload(
+        self, context: Context | None, next_page_token: t.Any
+    ) -> dict[str, t.Any]:
+        window = WindowQuery.from_context(context).window
+        payload: dict[str, t.Any] = {
+            "fromDate": kore_date(window.start),
+            "toDate": kore_date(window.end),
+            "unitType": list(UNIT_TYPES),
+            "groupByBot": "no",
+            "groupByPeriod": GROUP_BY_PERIOD[self.granularity],
+        }
+        bot = (context or {}).get("bot")
+        if self.scope == "admin" and bot:
+            payload["streamIds"] = [bot]
+            payload["groupByBot"] = "yes"
+        return payload
+
+    def validate_response(self, response: requests.Response) -> None:
+        if response.status_code == 404 and response.request.method == "GET":
+            # The status route lost the job (the route itself answered the POST).
+            self._decoded[response] = {"status": VANISHED}
+            self._last_response = response
+            return
+        super().validate_response(response)
+
+    def validate_body(self, body: t.Any, response: requests.Response) -> None:
+        if not isinstance(body, dict):
+            raise ResponseShapeError(
+                describe_response_failure(response, "the response is not a JSON object")
+            )
+        if response.request.method == "POST":
+            if not body.get("_id") and not body.get("status"):
+                msg = "the job's start was answered without a job (_id or status)"
+                raise ResponseShapeError(describe_response_failure(response, msg))
+            return
+        if "status" not in body:
+            msg = "a status answer without status"
+            raise ResponseShapeError(describe_response_failure(response, msg))
+
+    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
+        if response.request.method != "GET":
+            return
+        body = self.decoded_body(response)
+        if str(body.get("status") or "").lower() not in DONE:
+            return
+        window = self.current_window
+        assert window is not None  # pages are only read inside a window
+        data = (body.get("response") or {}).get("data")
+        entries = [data] if isinstance(data, dict) else data
+        if not isinstance(entries, list):
+            msg = "a finished job without response.data"
+            raise ResponseShapeError(describe_response_failure(response, msg))
+        named = self._partition_bot
+        if named and len(entries) > 1:
+            msg = f"figures of {len(entries)} bots where one bot ({named}) was asked for"
+            raise ResponseShapeError(describe_response_failure(response, msg))
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("bot"), str):
+                msg = f"a figure entry without bot: {entry!r}"
+                raise ResponseShapeError(describe_response_failure(response, msg))
+            bot = named or entry["bot"]
+            buckets = entry.get("val")
+            for bucket in [buckets] if isinstance(buckets, dict) else buckets or []:
+                yield from self._figures(bot, bucket, response)
+
+    def _figures(
+        self, bot: str, bucket: t.Any, response: requests.Response
+    ) -> t.Iterator[dict[str, t.Any]]:
+        try:
+            start = parse_timestamp(str(bucket["date"]))
+            figures = bucket["val"]
+            assert isinstance(figures, dict)
+        except (TypeError, KeyError, ValueError, AssertionError):
+            msg = f"a bucket without date or figures: {bucket!r}"
+            raise ResponseShapeError(describe_response_failure(response, msg)) from None
+        period_start = format_timestamp(start)
+        period_end = format_timestamp(next_period(start, self.granularity))
+        for unit, value in figures.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                msg = f"figure {unit!r} of bucket {bucket['date']} is not a whole number: {value!r}"
+                raise ResponseShapeError(describe_response_failure(response, msg))
+            yield {
+                "bot": bot,
+                "period_start": period_start,
+                "period_end": period_end,
+                "granularity": self.granularity,
+                "unit": unit,
+                "value": value,
+            }
+
+    _partition_bot: str | None = None
+
+    def start_window(self, context: Context | None, window: DateWindow) -> None:
+        super().start_window(context, window)
+        self._partition_bot = (context or {}).get("bot")
