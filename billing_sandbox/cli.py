@@ -65,10 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     kore.add_argument("--no-paging", action="store_true", help="play the older API without paging")
     kore.add_argument("--page-cap", type=int, default=100, help="largest limit the API honours")
     kore.add_argument(
+        "--llm-page-cap", type=int, default=100, help="largest limit the LLM usage logs honour"
+    )
+    kore.add_argument(
         "--total-counts",
         choices=["page", "matches"],
         default="page",
         help="what total counts: the sessions on the page (as the documented samples) or all matches",
+    )
+    kore.add_argument(
+        "--summary-offset",
+        action="append",
+        default=[],
+        metavar="BOT:YYYY-MM-DD:N",
+        help="add N to the Billing Usage Summary's sessions of that bot and UTC day (a discrepancy)",
     )
     kore.add_argument("--fault", action="append", default=[], metavar="RULE")
     kore.add_argument("--fault-seed", type=int, default=0)
@@ -117,7 +127,9 @@ def _api(args: argparse.Namespace) -> tuple[SandboxAPI, str, dict[str, str]]:
             paging=not args.no_paging,
             page_cap=args.page_cap,
             total_counts=args.total_counts,
+            llm_page_cap=args.llm_page_cap,
         )
+        kore.summary.session_offsets.update(_offsets(args.summary_offset))
         credentials = {"client_id": kore.client_id, "client_secret": kore.client_secret}
         return KoreAPI(sessions, kore), "", credentials
     events = (
@@ -127,6 +139,15 @@ def _api(args: argparse.Namespace) -> tuple[SandboxAPI, str, dict[str, str]]:
     )
     settings = LuminSettings(token=args.token, page_size=args.page_size, naming=args.naming)
     return LuminAPI(events, settings), settings.path, {"token": settings.token}
+
+
+def _offsets(texts: t.Sequence[str]) -> dict[tuple[str, str], int]:
+    offsets = {}
+    for text in texts:
+        bot, day, number = text.rsplit(":", 2)
+        dt.date.fromisoformat(day)  # a day, or a clear error
+        offsets[(bot, day)] = int(number)
+    return offsets
 
 
 def main(argv: t.Sequence[str] | None = None) -> int:

@@ -304,31 +304,17 @@ class KoreAPI:
         match = BOT_PATH.match(request.path)
         if not match and request.path not in ADMIN_PATHS:
             return self.error_body(404, f"Cannot POST {request.path}")
-        if request.method != "POST":
-            return self.error_body(405, "Method not allowed")
-        if not self._authorized(request.headers.get("auth")):
-            return self.error_body(401, "Invalid SDK credentials", 4002)
-        try:
-            body = request.json() or {}
-        except ValueError:
-            return self.error_body(400, "Invalid JSON body")
-        if not isinstance(body, dict):
-            return self.error_body(400, "Invalid JSON body")
+        refused = self._refusal(request, "POST", match.group("bot") if match else "admin-account")
+        if refused:
+            return refused
+        body = self._body(request)
+        if isinstance(body, Response):
+            return body
         bot = match.group("bot") if match else body.get("botId")
-        if self._over_limit(match.group("bot") if match else "admin-account"):
-            self.rate_limited += 1
-            return self.error_body(self.settings.rate_limit_status, RATE_LIMIT_MESSAGE, 429)
         try:
-            start = _parse_date(body.get("fromDate"), "fromDate")
-            end = _parse_date(body.get("toDate"), "toDate")
+            start, end = self._range(body, "fromDate", "toDate")
         except ValueError as exc:
             return self.error_body(400, str(exc))
-        if end <= start:
-            return self.error_body(400, "toDate must be after fromDate")
-        if end - start > dt.timedelta(days=self.settings.max_window_days):
-            return self.error_body(
-                400, f"Maximum {self.settings.max_window_days} days date period allowed"
-            )
         return Response.json(200, self._answer(bot, body.get("channel"), start, end, body))
 
     # -- Billing Usage Summary ------------------------------------------------------------
@@ -338,32 +324,20 @@ class KoreAPI:
         bot = groups.get("bot")
         slot = bot or "admin-account"
         status_route = bool(groups.get("status"))
-        if request.method != ("GET" if status_route else "POST"):
-            return self.error_body(405, "Method not allowed")
-        if not self._authorized(request.headers.get("auth")):
-            return self.error_body(401, "Invalid SDK credentials", 4002)
-        if self._over_limit(slot):
-            self.rate_limited += 1
-            return self.error_body(self.settings.rate_limit_status, RATE_LIMIT_MESSAGE, 429)
+        refused = self._refusal(request, "GET" if status_route else "POST", slot)
+        if refused:
+            return refused
         if status_route:
             if request.query.get("type", [""])[-1] != "summary":
                 return self.error_body(400, "type must be summary")
             return self._summary_status(slot)
+        body = self._body(request)
+        if isinstance(body, Response):
+            return body
         try:
-            body = request.json() or {}
-        except ValueError:
-            return self.error_body(400, "Invalid JSON body")
-        if not isinstance(body, dict):
-            return self.error_body(400, "Invalid JSON body")
-        try:
-            start = _parse_date(body.get("fromDate"), "fromDate")
-            end = _parse_date(body.get("toDate"), "toDate")
+            self._range(body, "fromDate", "toDate")
         except ValueError as exc:
             return self.error_body(400, str(exc))
-        if end <= start or end - start > dt.timedelta(days=self.settings.max_window_days):
-            return self.error_body(
-                400, f"Maximum {self.settings.max_window_days} days date period allowed"
-            )
         units = body.get("unitType")
         if not isinstance(units, list) or not units or any(u not in UNIT_FIGURES for u in units):
             return self.error_body(400, f"unitType must be a list of {', '.join(UNIT_FIGURES)}")
@@ -463,30 +437,20 @@ class KoreAPI:
     # -- GenAI and LLM usage logs ---------------------------------------------------------
 
     def _llm_logs(self, request: Request, bot: str) -> Response:
-        if request.method != "POST":
-            return self.error_body(405, "Method not allowed")
-        if not self._authorized(request.headers.get("auth")):
-            return self.error_body(401, "Invalid SDK credentials", 4002)
-        if self._over_limit(bot):
-            self.rate_limited += 1
-            return self.error_body(self.settings.rate_limit_status, RATE_LIMIT_MESSAGE, 429)
+        refused = self._refusal(request, "POST", bot)
+        if refused:
+            return refused
+        body = self._body(request)
+        if isinstance(body, Response):
+            return body
         try:
-            body = request.json() or {}
-        except ValueError:
-            return self.error_body(400, "Invalid JSON body")
-        if not isinstance(body, dict):
-            return self.error_body(400, "Invalid JSON body")
-        try:
-            start = _parse_date(body.get("dateFrom"), "dateFrom")
-            end = _parse_date(body.get("dateTo"), "dateTo")
             limit = int(str(body.get("limit")))
             skip = int(str(body.get("skip") or 0))
+            # A day for dateTo counts in full, if the API is played so.
+            whole_day = self.settings.llm_date_to_inclusive and len(str(body.get("dateTo"))) == 10
+            start, end = self._range(body, "dateFrom", "dateTo", extend=whole_day)
         except ValueError as exc:
             return self.error_body(400, str(exc))
-        if self.settings.llm_date_to_inclusive and len(str(body.get("dateTo"))) == 10:
-            end += dt.timedelta(days=1)  # the dateTo day counts in full
-        if end <= start or end - start > dt.timedelta(days=self.settings.max_window_days):
-            return self.error_body(400, "You can access records spanning up to a 90-day timeframe")
         with self._lock:
             calls, starts = self._llm, self._llm_starts
         low, high = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
@@ -494,6 +458,40 @@ class KoreAPI:
         matching.reverse()  # newest first
         page = matching[skip : skip + min(max(limit, 0), self.settings.llm_page_cap)]
         return Response.json(200, [render_llm_call(c) for c in page])
+
+    def _refusal(self, request: Request, method: str, budget: str) -> Response | None:
+        """The answer to a request with the wrong method, bad credentials or over the rolling
+        limits of ``budget`` (a bot, or the account on the Admin routes); None when it may go on."""
+        if request.method != method:
+            return self.error_body(405, "Method not allowed")
+        if not self._authorized(request.headers.get("auth")):
+            return self.error_body(401, "Invalid SDK credentials", 4002)
+        if self._over_limit(budget):
+            self.rate_limited += 1
+            return self.error_body(self.settings.rate_limit_status, RATE_LIMIT_MESSAGE, 429)
+        return None
+
+    def _body(self, request: Request) -> dict | Response:
+        """The JSON object of a request's body, or the 400 that refuses it."""
+        try:
+            body = request.json() or {}
+        except ValueError:
+            return self.error_body(400, "Invalid JSON body")
+        return body if isinstance(body, dict) else self.error_body(400, "Invalid JSON body")
+
+    def _range(
+        self, body: dict, low: str, high: str, *, extend: bool = False
+    ) -> tuple[dt.datetime, dt.datetime]:
+        """``[low, high)`` of a body, at most ``max_window_days`` long (``extend``: plus a day)."""
+        start, end = _parse_date(body.get(low), low), _parse_date(body.get(high), high)
+        end += dt.timedelta(days=1) if extend else dt.timedelta(0)
+        if end <= start:
+            msg = f"{high} must be after {low}"
+            raise ValueError(msg)
+        if end - start > dt.timedelta(days=self.settings.max_window_days):
+            msg = f"Maximum {self.settings.max_window_days} days date period allowed"
+            raise ValueError(msg)
+        return start, end
 
     def _authorized(self, token: str | None) -> bool:
         if not token or token.count(".") != 2:

@@ -179,7 +179,8 @@ class SummaryJobs:
         with self._lock:
             job = self._latest.get(slot)
         if job is not None and job.polls == 0 and 0 < job.number <= self.settings.replaced_jobs:
-            job = self.start(slot, job.body, foreign=True)
+            # Another client's question: the same route and dates, other figures.
+            job = self.start(slot, {**job.body, "unitType": ["alert"]}, foreign=True)
         with self._lock:
             if job is None or job.outcome == "vanished":
                 return None

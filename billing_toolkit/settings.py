@@ -234,16 +234,14 @@ def validate_window_settings(
             errors.append(
                 f"window_size_days ({size}) is larger than the API allows ({max_window_days} days)"
             )
-    for key, low, high in (
-        ("lookback_minutes", 0, MAX_LOOKBACK_MINUTES),
-        ("retry_max_tries", 1, 100),
-        ("max_pages_per_window", 1, 10_000_000),
-    ):
-        value = config.get(key)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
-        ):
-            errors.append(f"{key} must be a whole number from {low} to {high}, got {show(value)}")
+    errors += range_errors(
+        config,
+        [
+            ("lookback_minutes", 0, MAX_LOOKBACK_MINUTES),
+            ("retry_max_tries", 1, 100),
+            ("max_pages_per_window", 1, 10_000_000),
+        ],
+    )
     for key in ("connect_timeout_seconds", "read_timeout_seconds"):
         value = config.get(key)
         if value is not None and (not _is_number(value) or not 0 < value <= 3600):
@@ -263,13 +261,10 @@ PEM_CERTIFICATE_MARKER = b"-----BEGIN CERTIFICATE-----"
 
 
 def range_errors(
-    config: t.Mapping[str, t.Any],
-    *,
-    whole: t.Sequence[tuple[str, int, int]] = (),
-    numbers: t.Sequence[tuple[str, float, float]] = (),
+    config: t.Mapping[str, t.Any], whole: t.Sequence[tuple[str, int, int]]
 ) -> list[str]:
-    """Settings outside their range, one line each: ``whole`` are (key, low, high) of whole numbers,
-    ``numbers`` of finite numbers; an absent or null setting is not checked."""
+    """Whole-number settings outside their range, one line each: ``whole`` holds (key, low, high);
+    an absent or null setting is not checked."""
     errors = []
     for key, low, high in whole:
         value = config.get(key)
@@ -277,10 +272,6 @@ def range_errors(
             not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
         ):
             errors.append(f"{key} must be a whole number from {low} to {high}, got {show(value)}")
-    for key, lower, upper in numbers:
-        value = config.get(key)
-        if value is not None and (not _is_number(value) or not lower <= value <= upper):
-            errors.append(f"{key} must be a number from {lower:g} to {upper:g}, got {show(value)}")
     return errors
 
 

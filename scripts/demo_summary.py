@@ -1,10 +1,13 @@
 """What `make demo` prints and draws after the EL+T run: rows read and landed per stream, the invoice
-lines per vendor and month, and ``output/billing-summary.png`` (quantities per vendor and month).
+lines per vendor and month, the Kore.ai reconciliation, and ``output/billing-summary.png``
+(quantities per vendor and month).
 
-It reads what the dbt project exported (``export_invoice_csv``: invoice-lines.csv, landed-rows.csv)
-and the Meltano run's log; it needs only the standard library and matplotlib.
+It reads what the dbt project exported (``export_invoice_csv``: invoice-lines.csv, landed-rows.csv,
+kore-reconciliation.csv) and the Meltano run's log; it needs only the standard library and
+matplotlib.
 
     python scripts/demo_summary.py output --log output/meltano-run.log [--before landed-rows.csv]
+    python scripts/demo_summary.py output --reconciliation-only
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-STREAMS = ("billing_events", "billing_sessions", "ai_account_usage", "ai_customer_usage")
+STREAMS = (
+    "billing_events",
+    "billing_sessions",
+    "ai_account_usage",
+    "ai_customer_usage",
+    "billing_usage_summary",
+    "llm_usage_logs",
+    "billing_customers",
+)
 VENDORS = {
     "luminai": "Lumin.ai events",
     "kore": "Kore.ai billing sessions",
@@ -67,6 +78,29 @@ def by_vendor_month(lines: list[dict[str, str]]) -> dict[tuple[str, str], dict[s
     return dict(sorted(totals.items()))
 
 
+def print_reconciliation(path: Path) -> None:
+    """The Kore.ai reconciliation: bot-days compared, and each day whose counts differ."""
+    if not path.exists():
+        return
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    differing = [r for r in rows if int(r["difference"]) != 0]
+    landed = sum(int(r["landed_sessions"]) for r in rows)
+    vendor = sum(int(r["vendor_sessions"]) for r in rows)
+    print(
+        f"\nKore.ai reconciliation (dbt model kore_reconciliation): {len(rows)} bot-days, "
+        f"{landed:,} sessions landed, {vendor:,} counted by Kore.ai, "
+        f"{len(differing)} day(s) with a difference"
+    )
+    if differing:
+        print(f"{'bot':<20} {'day':<10} {'landed':>7} {'vendor':>7} {'difference':>11}")
+    for row in differing[:10]:
+        print(
+            f"{row['bot_id']:<20} {row['day'][:10]:<10} {int(row['landed_sessions']):>7} "
+            f"{int(row['vendor_sessions']):>7} {int(row['difference']):>11}"
+        )
+
+
 def draw(totals: dict[tuple[str, str], dict[str, object]], path: Path) -> None:
     import matplotlib
 
@@ -94,7 +128,13 @@ def main() -> None:
     parser.add_argument("output", type=Path, help="folder holding the exported CSV files")
     parser.add_argument("--log", type=Path, help="the meltano run log")
     parser.add_argument("--before", type=Path, help="landed-rows.csv of the previous run")
+    parser.add_argument(
+        "--reconciliation-only", action="store_true", help="print the Kore.ai reconciliation only"
+    )
     args = parser.parse_args()
+    if args.reconciliation_only:
+        print_reconciliation(args.output / "kore-reconciliation.csv")
+        return
     read = records_read(args.log) if args.log else {}
     before = landed_rows(args.before) if args.before else dict.fromkeys(STREAMS, 0)
     after = landed_rows(args.output / "landed-rows.csv")
@@ -115,6 +155,7 @@ def main() -> None:
         print(
             f"{vendor:<9} {month:<8} {entry['lines']:>6} {entry['quantity']:>10,} {amount:>12} {entry['unpriced']:>15}"
         )
+    print_reconciliation(args.output / "kore-reconciliation.csv")
     picture = args.output / "billing-summary.png"
     draw(totals, picture)
     print(f"\nPicture: {picture}")

@@ -7,7 +7,10 @@
 3. Sessions delivered out of those in the sandbox under each reading of the undocumented ``total``
    (the sessions on the page, as the documented samples read, or every match), 2 bots, 90 days.
 
-``--only-total`` runs the third part alone; ``--tap-checkout DIR`` runs the tap of another checkout
+4. The reconciliation streams (``billing_usage_summary`` by day, ``llm_usage_logs``) for a 2-year
+   backfill of 5 bots: requests per stream and route, at the default throttle.
+
+``--only-total`` runs the third part alone, ``--only-reconciliation`` the fourth; ``--tap-checkout DIR`` runs the tap of another checkout
 against this sandbox, e.g. the commit before the paging fix:
 ``git worktree add /tmp/before 9fe1080 && python scripts/measure_kore.py --only-total --tap-checkout /tmp/before``.
 """
@@ -30,10 +33,14 @@ SETTINGS = KoreSettings(rate_limits=[(60, 60.0), (1800, 3600.0)])
 
 
 def run(
-    sessions: list, config: dict, settings: KoreSettings = SETTINGS, checkout: Path | None = None
+    sessions: list,
+    config: dict,
+    settings: KoreSettings = SETTINGS,
+    checkout: Path | None = None,
+    select: list[str] | None = None,
 ) -> dict:
     api = KoreAPI(sessions, settings)
-    with SandboxServer(api, faults=FaultPlan(), keep_log=False) as server:
+    with SandboxServer(api, faults=FaultPlan(), keep_log=select is not None) as server:
         run = run_tap(
             "tap_kore_billing",
             {
@@ -43,6 +50,7 @@ def run(
                 **config,
             },
             checkout,
+            select,
         )
     plan = [line.split("| ", 3)[-1] for line in run.stderr.splitlines() if " plan (" in line]
     records, wall = run.records, run.wall_seconds
@@ -53,7 +61,33 @@ def run(
         "rate_limited_answers": api.rate_limited,
         "wall_seconds": round(wall, 2),
         "plan": plan[0] if plan else None,
+        **({"records_by_stream": run.records_by_stream} if select else {}),
+        **({"requests_by_route": _routes(server)} if select else {}),
     }
+
+
+def _routes(server: SandboxServer) -> dict[str, int]:
+    routes: dict[str, int] = {}
+    for record in server.api_log():
+        route = f"{record.method} {record.path.rsplit('/', 2 if record.path.endswith('/status') else 1)[-1]}"
+        routes[route] = routes.get(route, 0) + 1
+    return routes
+
+
+def reconciliation_streams() -> None:
+    """A 2-year backfill of 5 bots, the vendor's daily figures and the LLM calls (each job answers
+    IN_PROGRESS twice before its figures, the sandbox's default)."""
+    bots = tuple(f"st-measure-{n:04d}" for n in range(1, 6))
+    start, end = dt.datetime(2022, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 1, tzinfo=UTC)
+    sessions = generate_sessions(seed=2, conversations=2000, start=start, end=end, bots=bots)
+    config = {
+        "bot_ids": list(bots),
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "summary_poll_milliseconds": 200,
+    }
+    result = run(sessions, config, select=["billing_usage_summary", "llm_usage_logs"])
+    print("2-year backfill, 5 bots, reconciliation streams:", json.dumps(result, indent=2))
 
 
 def total_readings(checkout: Path | None = None) -> None:
@@ -83,6 +117,9 @@ def main() -> None:
         checkout = Path(sys.argv[sys.argv.index("--tap-checkout") + 1]).resolve()
     if "--only-total" in sys.argv:
         total_readings(checkout)
+        return
+    if "--only-reconciliation" in sys.argv:
+        reconciliation_streams()
         return
     start, end = dt.datetime(2023, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 1, tzinfo=UTC)
     bot = ("st-measure-0001",)
@@ -121,6 +158,7 @@ def main() -> None:
         ),
     )
     total_readings()
+    reconciliation_streams()
 
 
 if __name__ == "__main__":

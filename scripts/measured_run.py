@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,20 +29,29 @@ class MeasuredRun:
         return sum(self.records_by_stream.values())
 
 
-def run_tap(module: str, config: dict, checkout: Path | None = None) -> MeasuredRun:
+def run_tap(
+    module: str,
+    config: dict,
+    checkout: Path | None = None,
+    select: t.Collection[str] | None = None,
+) -> MeasuredRun:
     """Run ``python -m module --config …`` to the end; raise if it fails.
 
     ``checkout``: run the tap of another checkout of the project (e.g. an older commit's, in a
-    ``git worktree``) instead of this one's.
+    ``git worktree``) instead of this one's. ``select``: the streams to select (a catalog from the
+    tap's ``--discover``); otherwise the tap's default selection.
     """
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp, "config.json")
         config_path.write_text(json.dumps(config))
+        command = [sys.executable, "-m", module, "--config", str(config_path)]
+        if select is not None:
+            command += ["--catalog", str(_catalog(command, Path(tmp), select, checkout))]
         out = Path(tmp, "out.jsonl")
         began = time.perf_counter()
         with out.open("w") as sink:
             result = subprocess.run(
-                [sys.executable, "-m", module, "--config", str(config_path)],
+                command,
                 stdout=sink,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -60,3 +70,19 @@ def run_tap(module: str, config: dict, checkout: Path | None = None) -> Measured
                 elif line.startswith('{"type":"STATE"'):
                     states += 1
     return MeasuredRun(wall, result.stderr, streams, states)
+
+
+def _catalog(
+    command: list[str], folder: Path, select: t.Collection[str], checkout: Path | None
+) -> Path:
+    discovered = subprocess.run(
+        [*command, "--discover"], capture_output=True, text=True, check=True, cwd=checkout
+    ).stdout
+    catalog = json.loads(discovered)
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] in select
+    path = folder / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    return path

@@ -139,7 +139,7 @@ class TapKoreBilling(BillingTap):
         ),
         th.Property(
             "summary_job_max_wait_seconds",
-            th.NumberType,
+            th.IntegerType,
             default=600,
             title="Usage summary: longest wait for a job",
             description="How long one usage summary job may stay in progress before the run fails, naming this setting.",
@@ -152,11 +152,11 @@ class TapKoreBilling(BillingTap):
             description="How many times a window's job is started when one fails, vanishes or is replaced by another client's job on the same route.",
         ),
         th.Property(
-            "summary_poll_seconds",
-            th.NumberType,
-            default=2,
+            "summary_poll_milliseconds",
+            th.IntegerType,
+            default=2000,
             title="Usage summary: first poll pause",
-            description="Pause before the first status poll of a job; each later pause doubles, up to 30 s.",
+            description="Pause before the first status poll of a job, in milliseconds; each later pause doubles, up to 30 s.",
         ),
         th.Property(
             "summary_admin_path",
@@ -228,16 +228,14 @@ class TapKoreBilling(BillingTap):
             errors += _path_errors(key, config.get(key, default))
         errors += common.range_errors(
             config,
-            whole=[
+            [
                 ("page_size", 1, 10_000),
                 ("max_requests_per_minute", 1, 60),
                 ("max_requests_per_hour", 1, 1800),
                 ("summary_job_attempts", 1, 10),
-                ("llm_page_size", 1, 10_000),
-            ],
-            numbers=[
                 ("summary_job_max_wait_seconds", 1, 86_400),
-                ("summary_poll_seconds", 0.01, 30),
+                ("summary_poll_milliseconds", 1, 30_000),
+                ("llm_page_size", 1, 10_000),
             ],
         )
         return errors

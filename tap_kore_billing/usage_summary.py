@@ -188,11 +188,12 @@ class BillingUsageSummaryStream(KoreStream):
 
     @property
     def job_max_wait(self) -> float:
-        return float(self.config.get("summary_job_max_wait_seconds", 600))
+        return int(self.config.get("summary_job_max_wait_seconds", 600))
 
     def poll_pause(self, polls: int) -> float:
-        """Seconds before the next status poll: doubling from ``summary_poll_seconds``, at most 30."""
-        first = float(self.config.get("summary_poll_seconds", 2))
+        """Seconds before the next status poll: doubling from ``summary_poll_milliseconds``, at
+        most 30."""
+        first = int(self.config.get("summary_poll_milliseconds", 2000)) / 1000
         return min(30.0, first * 2 ** min(polls, 16))
 
     @property

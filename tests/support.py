@@ -121,7 +121,7 @@ def kore_config(server: SandboxServer, **overrides: object) -> dict[str, object]
         "timezone": server.api.settings.timezone,  # type: ignore[attr-defined]
         "page_size": 50,
         "max_requests_per_minute": 60,
-        "summary_poll_seconds": 0.02,
+        "summary_poll_milliseconds": 20,
         **FAST_RETRIES,
         "retry_max_wait_seconds": 30,  # rate-limit tests wait out a rolling window
     }
@@ -386,6 +386,18 @@ def run_tap_interrupted(
         stderr_text = stderr_path.read_text(errors="replace")
     assert_no_secrets(stdout, stderr_text)
     return TapRun(process.returncode, stdout, stderr_text, parse_messages(stdout))
+
+
+def killed_then_resumed(
+    config: dict, *, module: str, select: t.Collection[str], after_states: int = 1
+) -> tuple[TapRun, TapRun]:
+    """SIGKILL a run once it printed ``after_states`` STATE lines (asserting it was cut short),
+    then run again from the last STATE it printed (asserting that run succeeds)."""
+    killed = run_tap_interrupted(config, module=module, after_states=after_states, select=select)
+    assert killed.returncode != 0, "the run ended before it was killed"
+    resumed = run_tap(config, killed.last_state, module=module, select=select, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return killed, resumed
 
 
 #: Meltano, in its own virtualenv (``make meltano``).

@@ -14,8 +14,8 @@ from tests.support import (
     EVO_START,
     evo_config,
     expected_periods,
+    killed_then_resumed,
     run_tap,
-    run_tap_interrupted,
 )
 
 MODULE = "tap_evovoice"
@@ -149,10 +149,7 @@ def test_a_rerun_refreshes_the_recent_periods_under_the_same_keys(evo):
 def test_killed_after_a_period_the_resumed_run_completes_every_figure(evo):
     server = evo()
     config = evo_config(server, account_ids=["acct-alpha", "acct-bravo"], granularity="month")
-    killed = run_tap_interrupted(config, module=MODULE, after_states=2, select=[STREAM])
-    assert killed.returncode != 0
-    resumed = run_tap(config, killed.last_state, module=MODULE, select=[STREAM])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    killed, resumed = killed_then_resumed(config, module=MODULE, select=[STREAM], after_states=2)
     assert {**billing(killed), **billing(resumed)} == truth(
         server, "month", ["acct-alpha", "acct-bravo"]
     )

@@ -535,6 +535,10 @@ def number_bounds(tap: str) -> dict[str, st.SearchStrategy[object]]:
         bounds["page_size"] = outside(1, 10_000, whole=True)
         bounds["max_requests_per_minute"] = outside(1, 60, whole=True)
         bounds["max_requests_per_hour"] = outside(1, 1800, whole=True)
+        bounds["summary_job_attempts"] = outside(1, 10, whole=True)
+        bounds["summary_job_max_wait_seconds"] = outside(1, 86_400, whole=True)
+        bounds["summary_poll_milliseconds"] = outside(1, 30_000, whole=True)
+        bounds["llm_page_size"] = outside(1, 10_000, whole=True)
     return bounds
 
 
@@ -674,13 +678,25 @@ INVALID_ZONES = st.one_of(
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_kore_specific_settings_are_refused(data):
-    setting = data.draw(st.sampled_from(["timezone", "admin_path", "jwt", "bot_ids", "scope"]))
+    setting = data.draw(
+        st.sampled_from(
+            [
+                "timezone",
+                "admin_path",
+                "summary_admin_path",
+                "jwt",
+                "bot_ids",
+                "scope",
+                "summary_granularity",
+            ]
+        )
+    )
     if setting == "timezone":
         value: object = data.draw(INVALID_ZONES)
-    elif setting == "scope":
-        allowed = declared(TAPS["kore"])["scope"]["enum"]
+    elif setting in {"scope", "summary_granularity"}:
+        allowed = declared(TAPS["kore"])[setting]["enum"]
         value = data.draw(st.text(max_size=12).filter(lambda v: v not in allowed))
-    elif setting == "admin_path":
+    elif setting in {"admin_path", "summary_admin_path"}:
         value = data.draw(
             st.one_of(
                 st.text(max_size=20).filter(lambda p: not p.startswith("/")),
@@ -759,6 +775,13 @@ def test_every_own_setting_has_hostile_cases():
             "max_requests_per_minute",
             "max_requests_per_hour",
             "window_size_days",
+            "summary_granularity",
+            "summary_job_max_wait_seconds",
+            "summary_job_attempts",
+            "summary_poll_milliseconds",
+            "summary_admin_path",
+            "llm_page_size",
+            "llm_include_developer_usage",
         },
         "evovoice": common
         | {

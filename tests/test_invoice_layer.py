@@ -90,6 +90,41 @@ def expected_lines(servers: dict, zone: str) -> dict[Key, int]:
     return dict(lines)
 
 
+def expected_reconciliation(servers: dict) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """Per (bot, UTC day) of the Kore.ai range: (sessions landed, the vendor's count, difference)."""
+    api = servers["kore"].api
+    landed_per_day = collections.Counter(
+        (s.botId, s.billingStart.date().isoformat())
+        for s in api.truth(bots=set(KORE_BOTS), start=KORE_START, end=KORE_END)
+    )
+    offsets = api.settings.summary.session_offsets
+    expected = {}
+    day = KORE_START
+    while day < KORE_END:
+        for bot in KORE_BOTS:
+            key = (bot, day.date().isoformat())
+            # The sandbox's vendor counts the billing sessions, plus any discrepancy it was given.
+            vendor = landed_per_day[key] + offsets.get(key, 0)
+            expected[key] = (landed_per_day[key], vendor, landed_per_day[key] - vendor)
+        day += dt.timedelta(days=1)
+    return expected
+
+
+def reconciliation(rows) -> dict[tuple[str, str], tuple[int, int, int]]:
+    found = {}
+    for bot, day, landed_sessions, vendor_sessions, difference in rows:
+        key = (bot, str(day)[:10])
+        assert key not in found, f"reconciliation row {key} twice"
+        found[key] = (int(landed_sessions), int(vendor_sessions), int(difference))
+    return found
+
+
+RECONCILIATION = (
+    "select bot_id, cast(day as varchar), landed_sessions, vendor_sessions, difference "
+    "from {schema}.kore_reconciliation"
+)
+
+
 def as_lines(rows) -> dict[Key, int]:
     """Rows of invoice_lines as key -> quantity, failing on a key seen twice."""
     lines: dict[Key, int] = {}
@@ -167,7 +202,18 @@ def test_invoice_lines_equal_the_truth_by_month_in_each_invoice_time_zone_duckdb
     # as running for 5 minutes: runs before then say --force.
     kill_mid_run_then_restart(env, servers["lumin"], "target-duckdb")
     meltano(env, "run", "--force", *ELT)
-    meltano(env, "run", "--force", *ELT)
+    # Kore.ai reconciliation: the vendor's count of every bot and day equals what landed.
+    found = reconciliation(landed(tmp_path, RECONCILIATION.format(schema="analytics")))
+    assert found == expected_reconciliation(servers)
+    assert len(found) == 2 * 335 and not [k for k, v in found.items() if v[2]]
+    # The vendor counts three more sessions on the last day: the rerun (its lookback re-reads that
+    # day) shows the difference, and dbt build warns.
+    servers["kore"].api.settings.summary.session_offsets[(KORE_BOTS[0], "2024-11-30")] = 3
+    rerun = meltano(env, "run", "--force", *ELT)
+    found = reconciliation(landed(tmp_path, RECONCILIATION.format(schema="analytics")))
+    assert found == expected_reconciliation(servers)
+    assert {k: v[2] for k, v in found.items() if v[2]} == {(KORE_BOTS[0], "2024-11-30"): -3}
+    assert "kore_reconciliation_differences" in rerun.stdout + rerun.stderr
     zones = ["UTC", "America/Los_Angeles", "Asia/Kolkata"]
     truths = {zone: expected_lines(servers, zone) for zone in zones}
     assert truths["UTC"] != truths["America/Los_Angeles"] != truths["Asia/Kolkata"]
@@ -203,6 +249,7 @@ def test_invoice_lines_equal_the_truth_by_month_in_each_invoice_time_zone_duckdb
 
 
 def test_invoice_lines_equal_the_truth_in_postgres(servers, env, postgres, pytestconfig):
+    servers["kore"].api.settings.summary.session_offsets[(KORE_BOTS[1], "2024-03-01")] = -2
     schema = "invoice_pg"
     env = _with_postgres(env, postgres, schema)
     env.update(
@@ -221,6 +268,15 @@ def test_invoice_lines_equal_the_truth_in_postgres(servers, env, postgres, pytes
     ]
     assert as_lines(rows) == expected_lines(servers, "Asia/Kolkata")
     record_build_time(pytestconfig, "PostgreSQL", built.stdout + built.stderr, len(rows))
+    # Kore.ai reconciliation in PostgreSQL, with one discrepancy the sandbox was told to play.
+    found = reconciliation(
+        row.split("|")
+        for row in postgres.psql(
+            RECONCILIATION.format(schema=f"{schema}_models").replace("as varchar", "as text")
+        )
+    )
+    assert found == expected_reconciliation(servers)
+    assert {k: v[2] for k, v in found.items() if v[2]} == {(KORE_BOTS[1], "2024-03-01"): 2}
 
 
 def adjustments(tmp_path) -> dict[Key, tuple[int, int, int, str]]:

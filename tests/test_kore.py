@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,6 +18,7 @@ from tests.support import (
     KORE_START,
     kore_config,
     run_tap,
+    run_tap_interrupted,
     run_tap_killed_after_states,
 )
 
@@ -189,17 +191,25 @@ def test_a_change_of_scope_keeps_the_bookmarks_of_each_bot(kore):
 
 def test_the_admin_route_spends_one_budget_for_the_account(kore):
     # Limits are per account on the Admin route: two bots share one budget there. At one request
-    # a minute, the second bot's only request waits for the first's minute (about 60 s); with a
-    # budget per bot it would go at once.
+    # a minute, the second bot's request waits for the first's minute; on the Bot Builder route
+    # (a budget per bot) both go at once. The Admin run is stopped after 3 s: by then its second
+    # request must not have been sent.
     end = KORE_START + dt.timedelta(days=60)
-    server = kore(rate_limits=[(2, 60.0)], end=end, conversations=40)
+    per_bot = kore(end=end, conversations=40)
     config = kore_config(
-        server, scope="admin", max_requests_per_minute=1, page_size=1000, end_date=end.isoformat()
+        per_bot, max_requests_per_minute=1, page_size=1000, end_date=end.isoformat()
     )
-    run = kore_run(config)
-    assert_exact(run, server, end=end)
-    assert server.requests == 2 and server.api.rate_limited == 0
-    assert "per account" in run.stderr and "throttle waited" in run.stderr
+    assert_exact(kore_run(config), per_bot, end=end)
+    assert per_bot.requests == 2
+
+    account = kore(end=end, conversations=40)
+    config = kore_config(
+        account, scope="admin", max_requests_per_minute=1, page_size=1000, end_date=end.isoformat()
+    )
+    run = run_tap_interrupted(config, module=MODULE, after_seconds=3, signum=signal.SIGTERM)
+    assert run.returncode == 128 + signal.SIGTERM, run.stderr[-2000:]
+    assert account.requests == 1
+    assert "per account" in run.stderr
 
 
 def test_admin_route_is_a_setting(kore):

@@ -11,7 +11,7 @@ import pytest
 
 from billing_sandbox.faults import FaultRule
 from billing_sandbox.kore import generate_sessions
-from tests.support import KORE_BOTS, kore_config, run_tap, run_tap_interrupted
+from tests.support import KORE_BOTS, killed_then_resumed, kore_config, run_tap
 
 UTC = dt.timezone.utc
 MODULE = "tap_kore_billing"
@@ -153,10 +153,7 @@ def test_the_key_is_the_same_on_every_rerun_and_the_lookback_reads_only_recent_c
 def test_killed_after_a_window_the_resumed_run_completes_every_call(kore):
     server = kore(start=START, end=END)
     config = kore_config(server, start_date=START.isoformat(), end_date=END.isoformat())
-    killed = run_tap_interrupted(config, module=MODULE, after_states=1, select=[STREAM])
-    assert killed.returncode != 0
-    resumed = run_tap(config, killed.last_state, module=MODULE, select=[STREAM], timeout=180)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    killed, resumed = killed_then_resumed(config, module=MODULE, select=[STREAM])
     union = {r["id"] for r in killed.records} | {r["id"] for r in resumed.records}
     assert union == {
         documented_id(c) for c in server.api.llm_truth(bots=set(KORE_BOTS), start=START, end=END)

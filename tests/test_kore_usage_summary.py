@@ -12,7 +12,7 @@ import pytest
 from billing_sandbox.faults import FaultRule
 from billing_sandbox.kore import generate_sessions
 from billing_toolkit.windows import next_period, period_start
-from tests.support import KORE_BOTS, kore_config, run_tap, run_tap_interrupted
+from tests.support import KORE_BOTS, killed_then_resumed, kore_config, run_tap
 
 UTC = dt.timezone.utc
 MODULE = "tap_kore_billing"
@@ -129,7 +129,7 @@ def test_a_slow_job_is_polled_with_growing_pauses_until_done(kore):
     server = kore(start=START, end=END)
     server.api.settings.summary.polls_in_progress = 4
     run = summary_run(
-        server, bot_ids=[KORE_BOTS[0]], end_date="2024-02-01", summary_poll_seconds=0.1
+        server, bot_ids=[KORE_BOTS[0]], end_date="2024-02-01", summary_poll_milliseconds=100
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert figures(run) == truth(
@@ -137,7 +137,7 @@ def test_a_slow_job_is_polled_with_growing_pauses_until_done(kore):
     )
     polls = [r for r in server.api_log() if r.method == "GET"]
     assert len(polls) == 5  # four answers IN_PROGRESS, then the figures
-    # The pause before each poll doubles from summary_poll_seconds (0.1 s before the first).
+    # The pause before each poll doubles from summary_poll_milliseconds (0.1 s before the first).
     gaps = [b.arrived - a.arrived for a, b in itertools.pairwise(polls)]
     for gap, pause in zip(gaps, [0.2, 0.4, 0.8, 1.6], strict=True):
         assert pause <= gap < pause + 0.3
@@ -174,7 +174,10 @@ def test_a_job_still_running_past_the_wait_fails_the_run_naming_the_setting(kore
     server = kore(start=START, end=END)
     server.api.settings.summary.stuck = True
     run = summary_run(
-        server, bot_ids=[KORE_BOTS[0]], summary_job_max_wait_seconds=1, summary_poll_seconds=0.1
+        server,
+        bot_ids=[KORE_BOTS[0]],
+        summary_job_max_wait_seconds=1,
+        summary_poll_milliseconds=100,
     )
     assert run.returncode == 1
     assert "is still 'IN_PROGRESS'" in run.stderr
@@ -220,10 +223,7 @@ def test_a_rerun_reads_again_from_the_period_the_lookback_reaches_and_refreshes_
 def test_killed_after_a_window_the_resumed_run_completes_every_figure(kore):
     server = kore(start=START, end=END)
     config = kore_config(server, start_date=START.isoformat(), end_date=END.isoformat())
-    killed = run_tap_interrupted(config, module=MODULE, after_states=1, select=[STREAM])
-    assert killed.returncode != 0
-    resumed = run_tap(config, killed.last_state, module=MODULE, select=[STREAM], timeout=180)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    killed, resumed = killed_then_resumed(config, module=MODULE, select=[STREAM])
     union = {**figures(killed), **figures(resumed)}
     assert union == truth(server)
 

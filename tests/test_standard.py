@@ -34,6 +34,17 @@ TestTapLuminai = get_tap_test_class(
 )
 
 
+def every_stream_selected(tap_class, config) -> dict:
+    """The tap's catalog with every stream selected (the reconciliation streams are not by
+    default), for the SDK's standard tests of every stream."""
+    catalog = tap_class(config=config).catalog_dict
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = True
+    return catalog
+
+
 def standard_run(tap_class, config) -> tuple[list[dict], dict]:
     """Records and final state of one in-process run (the SDK's runner keeps no final state)."""
     tap = tap_class(config=config)
@@ -68,6 +79,12 @@ TestTapKoreBilling = get_tap_test_class(
     config=KORE_CONFIG,
     suite_config=SuiteConfig(max_records_limit=None),
 )
+TestTapKoreBillingEveryStream = get_tap_test_class(
+    TapKoreBilling,
+    config=KORE_CONFIG,
+    suite_config=SuiteConfig(max_records_limit=None),
+    catalog=every_stream_selected(TapKoreBilling, KORE_CONFIG),
+)
 
 
 def test_kore_standard_run_has_unique_keys_and_a_clean_final_state():
@@ -90,6 +107,12 @@ TestTapEvoVoice = get_tap_test_class(
     TapEvoVoice,
     config=EVO_CONFIG,
     suite_config=SuiteConfig(max_records_limit=None),
+)
+TestTapEvoVoiceEveryStream = get_tap_test_class(
+    TapEvoVoice,
+    config=EVO_CONFIG,
+    suite_config=SuiteConfig(max_records_limit=None),
+    catalog=every_stream_selected(TapEvoVoice, EVO_CONFIG),
 )
 
 
