@@ -45,8 +45,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two processes, one per core: the tests that run Meltano or Airflow in the project folder share
+# one of them (xdist_group "meltano-project"), the others spread over both.
+PYTEST_WORKERS ?= 2
 pytest: install meltano airflow
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: lint typecheck pytest
 

@@ -7,9 +7,11 @@ filters and answers the job (``{"_id": "ds-…", "status": "IN_PROGRESS", …}``
 inline (``status: "success"``, ``response.data``). The status route takes no job id: it answers
 the route's latest job, so a second job would replace the first. The tap therefore runs one job at a
 time (windows and bots one after another), and checks that the job answering is the one it started
-(``_id``); a job that fails, vanishes (404) or is replaced by another is started again, up to
-``summary_job_attempts`` times; a job still running after ``summary_job_max_wait_seconds`` fails the
-run, naming the setting.
+(``_id``): only its own finished job's figures become records. A job that fails or vanishes (404)
+is started again, up to ``summary_job_attempts`` times; a job of another client that replaced ours
+is waited out, then ours started again (starting at once would replace that client's job in turn;
+this counts as no failure, up to ten times ``summary_job_attempts`` a window); a job still running after
+``summary_job_max_wait_seconds`` fails the run, naming the setting.
 
 Each window holds whole UTC periods (the answer's buckets are UTC, ``…T00:00:00.000Z``) and at most
 89 days, under the documented 90. A window starts where its first period starts, so a rerun from a
@@ -56,22 +58,51 @@ DONE = frozenset({"success", "succeeded", "completed", "complete", "done"})
 FAILED = frozenset({"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted"})
 #: The "status" the tap gives a status answer of 404: the job is gone.
 VANISHED = "__vanished__"
+#: How often, per ``summary_job_attempts``, the tap lets another client's job on the route end and
+#: starts its own again within one window before it gives up (two clients take turns; this only
+#: stops a route that is never free).
+YIELDS_PER_ATTEMPT = 10
 ALL_BOTS = "ALL"
 
 
 @dataclasses.dataclass(frozen=True)
 class JobStep:
-    """Where the job flow of one window stands: which job (None: start one), and how many status
-    polls it has had (counting the one this step asks for)."""
+    """Where the job flow of one window stands: which job (None: start one), how many status
+    polls it has had (counting the one this step asks for), and since when it waits.
+
+    ``other``: the job of another client that replaced ours on the route; the window waits for it
+    to end before starting its own again (starting at once would replace that client's job in
+    turn, and two clients would take each other's jobs away for ever).
+    """
 
     attempt: int
     job_id: str | None = None
     polls: int = 0
     started: float = 0.0
+    other: str | None = None
+    #: How many times another client's job took the route from ours in this window.
+    yielded: int = 0
+
+
+def is_ours(step: JobStep | None, answering: str) -> bool:
+    """Whether a status answer (of job ``answering``, "" when it names none) is of our job."""
+    return step is not None and (not answering or not step.job_id or answering == step.job_id)
+
+
+def our_figures(step: JobStep | None, body: dict[str, t.Any]) -> bool:
+    """Whether a status answer holds our finished job's figures (never another client's)."""
+    done = str(body.get("status") or "").lower() in DONE
+    return (
+        done
+        and step is not None
+        and step.job_id is not None
+        and is_ours(step, str(body.get("_id") or ""))
+    )
 
 
 class SummaryJobPaginator(BaseAPIPaginator[JobStep | None]):
-    """Start the job, poll with backoff until it is done, start it again when it fails or is lost."""
+    """Start the job, poll with backoff until it is done, start it again when it fails or is lost,
+    and let another client's job on the same route finish first."""
 
     def __init__(self, stream: BillingUsageSummaryStream) -> None:
         super().__init__(None)
@@ -84,42 +115,79 @@ class SummaryJobPaginator(BaseAPIPaginator[JobStep | None]):
         if step.job_id is None:  # the answer of the POST: the job we started
             started = time.monotonic()
             time.sleep(stream.poll_pause(0))
-            return JobStep(step.attempt, str(body.get("_id") or ""), 1, started)
+            return JobStep(step.attempt, str(body.get("_id") or ""), 1, started, None, step.yielded)
         status = str(body.get("status") or "").lower()
-        answering = body.get("_id")
-        if status in DONE and (not step.job_id or not answering or answering == step.job_id):
-            return None
-        if status == VANISHED or status in FAILED or (answering and answering != step.job_id):
-            what = (
-                "vanished (the status route answered 404)"
-                if status == VANISHED
-                else f"ended {body.get('status')!r}"
-                if status in FAILED
-                else f"was replaced by job {answering} (another client started one on this route)"
-            )
-            if step.attempt >= stream.job_attempts:
-                msg = (
-                    f"{stream.name}: the usage summary job {step.job_id} {what}; gave up after "
-                    f"{step.attempt} job(s) (setting summary_job_attempts)"
-                )
-                raise FatalAPIError(describe_response_failure(response, msg))
-            stream.logger.warning(
-                "%s: the usage summary job %s %s; starting it again (job %d of at most %d)",
-                stream.name,
-                step.job_id,
-                what,
-                step.attempt + 1,
-                stream.job_attempts,
-            )
-            return JobStep(step.attempt + 1)
-        if status not in RUNNING and status not in DONE:
+        answering = str(body.get("_id") or "")
+        if status not in RUNNING | DONE | FAILED and status != VANISHED:
             msg = f"{stream.name}: the usage summary job answered an unknown status {body.get('status')!r}"
             raise ResponseShapeError(describe_response_failure(response, msg))
+        ours = is_ours(step, answering)
+        if ours and status in DONE:
+            stream.job_done(step, answering, time.monotonic() - step.started)
+            return None
+        if ours and status in RUNNING:
+            return self._poll_again(step, body, response)
+        if not ours and status in RUNNING:
+            if step.other != answering:
+                stream.logger.warning(
+                    "%s: the usage summary job %s was replaced by job %s (another client started "
+                    "one on this route); waiting for that job to end before starting ours again",
+                    stream.name,
+                    step.job_id,
+                    answering,
+                )
+            return self._poll_again(dataclasses.replace(step, other=answering), body, response)
+        if not ours:
+            # The other client's job has ended: the route is free, start ours again. This is not
+            # a failure of ours (summary_job_attempts); the other client's windows are finite.
+            yields = YIELDS_PER_ATTEMPT * stream.job_attempts
+            if step.yielded >= yields:
+                msg = (
+                    f"{stream.name}: other clients' jobs took the route from ours {yields} times "
+                    "in one window (ten per summary_job_attempts): run one client per route at a "
+                    "time"
+                )
+                raise FatalAPIError(describe_response_failure(response, msg))
+            stream.logger.info(
+                "%s: job %s of another client is %s; starting ours again",
+                stream.name,
+                answering,
+                body.get("status"),
+            )
+            return JobStep(step.attempt, yielded=step.yielded + 1)
+        # Ours failed or vanished: start it again.
+        what = (
+            "vanished (the status route answered 404)"
+            if status == VANISHED
+            else f"ended {body.get('status')!r}"
+        )
+        if step.attempt >= stream.job_attempts:
+            msg = (
+                f"{stream.name}: the usage summary job {step.job_id} {what}; gave up after "
+                f"{step.attempt} job(s) (setting summary_job_attempts)"
+            )
+            raise FatalAPIError(describe_response_failure(response, msg))
+        stream.logger.warning(
+            "%s: the usage summary job %s %s; starting it again (job %d of at most %d)",
+            stream.name,
+            step.job_id,
+            what,
+            step.attempt + 1,
+            stream.job_attempts,
+        )
+        return JobStep(step.attempt + 1, yielded=step.yielded)
+
+    def _poll_again(
+        self, step: JobStep, body: dict[str, t.Any], response: requests.Response
+    ) -> JobStep:
+        """Wait the next pause and poll again, within ``summary_job_max_wait_seconds``."""
+        stream = self._stream
         waited = time.monotonic() - step.started
         pause = stream.poll_pause(step.polls)
         if waited + pause > stream.job_max_wait:
+            job = step.other or step.job_id
             msg = (
-                f"{stream.name}: the usage summary job {step.job_id} is still {body.get('status')!r} "
+                f"{stream.name}: the usage summary job {job} is still {body.get('status')!r} "
                 f"after {waited:.0f} s (setting summary_job_max_wait_seconds: "
                 f"{stream.job_max_wait:g} s)"
             )
@@ -190,6 +258,26 @@ class BillingUsageSummaryStream(KoreStream):
     def job_max_wait(self) -> float:
         return int(self.config.get("summary_job_max_wait_seconds", 600))
 
+    _unchecked_jobs = False
+
+    def job_done(self, step: JobStep, answering: str, seconds: float) -> None:
+        """Log a finished job; say once when the answers carry no job id to check."""
+        self.logger.info(
+            "%s: usage summary job %s done after %d poll(s), %.1f s",
+            self.name,
+            answering or step.job_id or "(no id)",
+            step.polls,
+            seconds,
+        )
+        if not (answering and step.job_id) and not self._unchecked_jobs:
+            self._unchecked_jobs = True
+            self.logger.warning(
+                "%s: the job's answers carry no _id, so a job another client started on the "
+                "same route in the meantime could not be told from ours: run one client per "
+                "route at a time",
+                self.name,
+            )
+
     def poll_pause(self, polls: int) -> float:
         """Seconds before the next status poll: doubling from ``summary_poll_milliseconds``, at
         most 30."""
@@ -205,7 +293,11 @@ class BillingUsageSummaryStream(KoreStream):
         return plan_periods(start, end, self.granularity, max_span=size)
 
     def get_new_paginator(self) -> SummaryJobPaginator:
-        return SummaryJobPaginator(self)
+        # parse_response reads where the job flow stands (is this answer our job's?) from it.
+        self._jobs = SummaryJobPaginator(self)
+        return self._jobs
+
+    _jobs: SummaryJobPaginator | None = None
 
     def _route(self, context: Context | None) -> str:
         bot = (context or {}).get("bot")
@@ -266,10 +358,10 @@ class BillingUsageSummaryStream(KoreStream):
             raise ResponseShapeError(describe_response_failure(response, msg))
 
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
-        if response.request.method != "GET":
+        if response.request.method != "GET" or self._jobs is None:
             return
         body = self.decoded_body(response)
-        if str(body.get("status") or "").lower() not in DONE:
+        if not our_figures(self._jobs.current_value, body):
             return
         window = self.current_window
         assert window is not None  # pages are only read inside a window

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sys
 import typing as t
 
@@ -7,6 +8,7 @@ import pytest
 
 from billing_sandbox.server import SandboxServer
 from tests import postgres_server
+from tests.reliability import WORKER_SECTIONS
 from tests.support import (
     ROOT,
     assert_no_secrets,
@@ -97,3 +99,35 @@ def _no_secret_in_files(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[
             if found:
                 leaks.append(f"{path}: {found}")
     assert not leaks, "secret(s) found in files the tests left:\n" + "\n".join(leaks)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controlling process (or no xdist)
+        WORKER_SECTIONS.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter: t.Any, config: pytest.Config) -> None:
+    """Under ``pytest -n``: the figures the workers' tests added (tests/reliability.py)."""
+    if hasattr(config, "workerinput") or not WORKER_SECTIONS.exists():
+        return
+    for line in WORKER_SECTIONS.read_text().splitlines():
+        section = json.loads(line)
+        terminalreporter.write_sep("-", section["title"])
+        for text in section["lines"]:
+            terminalreporter.write_line(text)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` every ``xdist_group`` test must carry its group in its node id
+    (that is how pytest-xdist keeps a group on one worker); pytest 9.2 silently stopped that
+    (pytest-xdist#1386), and tests running Meltano in the project folder at once then break each
+    other. Refuse to run rather than run them side by side."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        msg = (
+            f"pytest-xdist did not group {len(lost)} test(s), e.g. {lost[0]}: see pytest-xdist#1386"
+        )
+        raise pytest.UsageError(msg)

@@ -9,6 +9,7 @@ section at the end of the pytest output that shows with or without ``-s``.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import signal
@@ -153,16 +154,28 @@ def write_figures(name: str, figures: dict[str, t.Any]) -> Path:
 
 
 def update_figures(name: str, key: str, figures: dict[str, t.Any]) -> Path:
-    """Set ``key`` in ``build/reliability/<name>.json``, keeping the other keys (other taps)."""
+    """Set ``key`` in ``build/reliability/<name>.json``, keeping the other keys (other taps).
+
+    The file is locked while it is read and written: under ``pytest -n`` the tests of one family
+    may run in two worker processes at once.
+    """
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     path = FIGURES_DIR / f"{name}.json"
-    try:
-        existing = json.loads(path.read_text())
-    except (OSError, ValueError):
-        existing = {}
-    if not isinstance(existing, dict):
-        existing = {}
-    existing[key] = {**figures, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-    return write_figures(name, existing)
+    with (FIGURES_DIR / f".{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            existing = json.loads(path.read_text())
+        except (OSError, ValueError):
+            existing = {}
+        if not isinstance(existing, dict):
+            existing = {}
+        existing[key] = {**figures, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        return write_figures(name, existing)
+
+
+#: Under ``pytest -n`` the figures a worker adds go here (one JSON line a section), for the
+#: controlling process to print after the test results (conftest.py).
+WORKER_SECTIONS = FIGURES_DIR / "terminal-summary.jsonl"
 
 
 class Summary:
@@ -175,6 +188,11 @@ class Summary:
 
     def add(self, title: str, lines: t.Iterable[str]) -> None:
         self.sections[title] = list(lines)
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+            with WORKER_SECTIONS.open("a") as sink:
+                fcntl.flock(sink, fcntl.LOCK_EX)
+                sink.write(json.dumps({"title": title, "lines": self.sections[title]}) + "\n")
 
     def pytest_terminal_summary(self, terminalreporter: t.Any) -> None:
         for title, lines in self.sections.items():

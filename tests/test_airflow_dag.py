@@ -14,10 +14,13 @@ from tests import airflow_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_PYTHON = ROOT / ".venv-airflow" / "bin" / "python"
-pytestmark = pytest.mark.skipif(
-    not AIRFLOW_PYTHON.exists() or not airflow_plan.MELTANO.exists(),
-    reason="run `make airflow meltano` first (make test does)",
-)
+pytestmark = [
+    pytest.mark.xdist_group("meltano-project"),  # Meltano in the project folder (test_meltano_e2e)
+    pytest.mark.skipif(
+        not AIRFLOW_PYTHON.exists() or not airflow_plan.MELTANO.exists(),
+        reason="run `make airflow meltano` first (make test does)",
+    ),
+]
 PLAN = json.loads(airflow_plan.PLAN.read_text())
 TYPES = [
     {"name": "tap-luminai", "type": "extractor"},

@@ -27,6 +27,7 @@ from tests.test_meltano_e2e import MELTANO, _with_postgres, landed, sandbox_env,
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
+    pytest.mark.xdist_group("meltano-project"),  # Meltano in the project folder (test_meltano_e2e)
     pytest.mark.slow,
     pytest.mark.skipif(
         not (AIRFLOW_BIN / "airflow").exists() or not MELTANO.exists(),

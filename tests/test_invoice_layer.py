@@ -45,6 +45,7 @@ from tests.test_meltano_e2e import (
 )
 
 pytestmark = [
+    pytest.mark.xdist_group("meltano-project"),  # Meltano in the project folder (test_meltano_e2e)
     pytest.mark.slow,
     pytest.mark.skipif(not MELTANO.exists(), reason="run `make meltano` first (make test does)"),
 ]

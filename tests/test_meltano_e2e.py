@@ -42,9 +42,12 @@ from tests.support import (
 
 ROOT = Path(__file__).resolve().parent.parent
 DUCKDB_PYTHON = ROOT / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "python"
-pytestmark = pytest.mark.skipif(
-    not MELTANO.exists(), reason="run `make meltano` first (make test does)"
-)
+#: Runs Meltano in the project folder (its .meltano/run files are shared): with ``pytest -n``
+#: every test of the group runs in one process, one after another.
+pytestmark = [
+    pytest.mark.xdist_group("meltano-project"),
+    pytest.mark.skipif(not MELTANO.exists(), reason="run `make meltano` first (make test does)"),
+]
 UTC = dt.timezone.utc
 
 
