@@ -49,15 +49,28 @@ class RecordBuffer:
         with uninterrupted():
             data = bytes(self._pending)
             self._pending.clear()
-            out = sys.stdout
-            binary = getattr(out, "buffer", None)
-            if binary is not None:
-                out.flush()  # text already written through this stream goes first
-                binary.write(data)
-                binary.flush()
-            else:  # a text-only stdout (tests capturing in-process)
-                out.write(data.decode("utf-8"))
-                out.flush()
+            write_all(data)
+
+
+def write_all(data: bytes) -> None:
+    """Write ``data`` to stdout, every byte of it, then flush.
+
+    ``BufferedWriter.write`` returns short when a signal is handled while it is blocked on a full
+    pipe (measured: 77,824 of 1,980,000 bytes written, the call returning normally): the rest is
+    written in further calls, never dropped. Text already written through ``sys.stdout`` goes first.
+    """
+    out = sys.stdout
+    binary = getattr(out, "buffer", None)
+    if binary is None:  # a text-only stdout (tests capturing in-process)
+        out.write(data.decode("utf-8"))
+        out.flush()
+        return
+    out.flush()
+    view = memoryview(data)
+    while view:
+        written = binary.write(view)
+        view = view[written:] if written else view  # None: nothing written yet (never blocks here)
+    binary.flush()
 
 
 class _Guard:
@@ -105,12 +118,13 @@ atexit.register(_flush_at_exit)
 
 
 class OrderedWriter(SimpleSingerWriter):
-    """The SDK's writer, except that pending RECORD lines are written before each message."""
+    """The SDK's writer, except that pending RECORD lines are written before each message, and
+    every line is written whole (:func:`write_all`; the SDK's text write drops a short write)."""
 
     def write_message(self, message: Message) -> None:
         with uninterrupted():
             RECORDS.flush()
-            super().write_message(message)
+            write_all((self.format_message(message) + "\n").encode("utf-8"))
 
 
 class RecordLineWriter:

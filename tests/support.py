@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import typing as t
 import weakref
 from dataclasses import dataclass, field
@@ -330,9 +331,13 @@ def run_tap_interrupted(
     after_seconds: float | None = None,
     signum: int = signal.SIGKILL,
     select: t.Collection[str] | None = None,
+    pause_before_signal: float = 0.0,
 ) -> TapRun:
     """Run the tap and send it ``signum`` after it printed ``after_lines`` lines (0: at once) or
     ``after_states`` STATE lines, or ``after_seconds`` after its start, whichever comes first.
+
+    ``pause_before_signal``: stop reading its output that long first, so that a tap with more to
+    print fills the pipe and is caught blocked in the middle of a write.
 
     Everything it wrote before it ended is kept (a target reading the pipe would have received it);
     a line cut short by SIGKILL is dropped by ``parse_messages``. A run still going 120 s after the
@@ -373,6 +378,7 @@ def run_tap_interrupted(
                 if (after_lines is not None and len(lines) >= after_lines) or (
                     after_states is not None and states >= after_states
                 ):
+                    time.sleep(pause_before_signal)
                     interrupt()
                     break
         rest = process.stdout.read()

@@ -18,6 +18,7 @@ from tests.support import (
     lumin_config,
     parse_messages,
     run_tap,
+    run_tap_interrupted,
     run_tap_killed_after_states,
     tap_command,
 )
@@ -50,10 +51,15 @@ def test_second_run_reads_only_new_events_and_the_lookback(lumin):
     server = lumin(end=first_end)
     first = run_tap(lumin_config(server, end_date=first_end.isoformat()))
     assert first.returncode == 0
-    # New events arrive after the first run, some of them late (inside the lookback).
+    # New events arrive after the first run: later ones, and late ones timed inside the lookback
+    # (the 30 minutes before the first run's end), which only the lookback re-reads.
     late = generate_events(
         seed=99, count=300, start=dt.datetime(2024, 2, 29, 23, 30, tzinfo=UTC), end=END
+    ) + generate_events(
+        seed=98, count=20, start=dt.datetime(2024, 2, 29, 23, 30, tzinfo=UTC), end=first_end
     )
+    inside_lookback = {e.id for e in late if e.timestamp < first_end and e.type in TYPES}
+    assert len(inside_lookback) >= 5
     server.api.add_events(late)
     second = run_tap(lumin_config(server, end_date=END.isoformat()), first.last_state)
     assert second.returncode == 0
@@ -66,6 +72,7 @@ def test_second_run_reads_only_new_events_and_the_lookback(lumin):
     assert oldest >= bookmark - dt.timedelta(minutes=60), "re-read more than the lookback"
     late_ids = {e.id for e in late if e.type in TYPES}
     assert late_ids <= set(second.ids)
+    assert inside_lookback <= set(second.ids) - set(first.ids)
 
 
 def test_nothing_new_means_no_records_but_a_valid_state(lumin):
@@ -173,6 +180,30 @@ def test_sigterm_writes_a_state_that_resumes_without_loss(lumin):
     assert delivered | set(resumed.ids) == truth
 
 
+def test_sigterm_while_a_large_page_is_being_written_cuts_no_line_and_keeps_state_behind(lumin):
+    # One page of 6,000 events: its RECORD lines leave in 64 KiB writes. After the page's first
+    # lines the reader stops reading for a moment, so the tap fills the pipe and blocks in the
+    # middle of a write; the signal lands there. The run must finish the write it is in (no line
+    # cut, unlike SIGKILL), exit 143, and print no STATE that claims the window it was writing.
+    # Where the signal lands within the write varies: five trials (a handler that does not wait
+    # for the write cut a line in 2 of 6 trials here).
+    server = lumin(events=6000, page_size=6000)
+    config = lumin_config(server, window_size_days=91)
+    truth = len(server.api.truth(types=TYPES, start=START, end=END))
+    for _ in range(5):
+        run = run_tap_interrupted(
+            config, after_lines=3, signum=signal.SIGTERM, pause_before_signal=0.5
+        )
+        assert run.returncode == 128 + signal.SIGTERM, run.stderr[-2000:]
+        lines = run.stdout.splitlines()
+        assert len(lines) > 3, "nothing was written after the signal: it did not land mid-write"
+        assert len(parse_messages(run.stdout)) == len(lines), "a line was cut"
+        assert len([m for m in run.messages if m["type"] == "RECORD"]) < truth
+        for state in (m["value"] for m in run.messages if m["type"] == "STATE"):
+            bookmark = state.get("bookmarks", {}).get("billing_events", {})
+            assert not bookmark.get("replication_key_value"), "a STATE claimed the window"
+
+
 def test_a_future_end_date_never_bookmarks_past_the_present(lumin):
     server = lumin()
     run = run_tap(lumin_config(server, end_date="2099-01-01"))
@@ -219,3 +250,23 @@ def test_a_bookmark_that_is_not_a_timestamp_is_refused_clearly(lumin):
     assert "bookmark 'yesterday' is not an ISO 8601 timestamp" in run.stderr
     assert "Traceback" not in run.stderr
     assert server.requests == 0
+
+
+def test_a_rerun_ending_inside_the_lookback_never_moves_a_bookmark_back(lumin):
+    # The first run reads to END; a rerun whose end_date lies inside the lookback before END (a day
+    # before it, with two days of lookback) reads that day again, but every bookmark (each event
+    # type's and the shared one) stays at END: a bookmark moving back would make the next run read
+    # what it had already finished.
+    server = lumin()
+    first = run_tap(lumin_config(server))
+    assert first.returncode == 0
+    end = END.isoformat(timespec="microseconds")
+    earlier = (END - dt.timedelta(days=1)).isoformat()
+    again = run_tap(
+        lumin_config(server, end_date=earlier, lookback_minutes=2 * 1440), first.last_state
+    )
+    assert again.returncode == 0
+    assert again.records, "the rerun read its lookback again"
+    state = again.last_state["bookmarks"]["billing_events"]
+    assert state["replication_key_value"] == end
+    assert state["bookmarks_by_key"] == dict.fromkeys(sorted(TYPES), end)
