@@ -70,8 +70,6 @@ class RecordShape:
         self._key_fields = tuple(key_fields)
         self._warn = warn
         self._unknown_seen: set[str] = set()
-        #: How many unknown fields were left out of records, by name (for run summaries and tests).
-        self.unknown_dropped: dict[str, int] = {}
 
     def check(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
         """Return the record (unknown fields removed) or raise RecordShapeError."""
@@ -89,7 +87,6 @@ class RecordShape:
         if unknown:
             for name in unknown:
                 del record[name]
-                self.unknown_dropped[name] = self.unknown_dropped.get(name, 0) + 1
             new = [name for name in unknown if name not in self._unknown_seen]
             if new:
                 self._unknown_seen.update(new)

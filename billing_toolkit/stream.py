@@ -20,7 +20,6 @@ from __future__ import annotations
 import abc
 import collections
 import datetime as dt
-import logging
 import typing as t
 import weakref
 from dataclasses import dataclass
@@ -664,9 +663,6 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             details.get("wait") or 0.0,
         )
 
-    def backoff_handler(self, details: Details) -> None:
-        self._log_retry(details)
-
 
 def _now_text() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
@@ -676,8 +672,3 @@ def _partition_label(context: Context | None) -> str:
     if not context:
         return ""
     return "[" + ", ".join(f"{k}={v}" for k, v in context.items()) + "]"
-
-
-def quiet_loggers() -> None:
-    """Keep urllib3's connection chatter out of INFO logs."""
-    logging.getLogger("urllib3").setLevel(logging.WARNING)

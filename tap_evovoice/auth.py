@@ -58,7 +58,6 @@ class EvoAuth(requests.auth.AuthBase):
         self._session: SecureSession | None = None  # made at the first login, after validation
         self._cookies: dict[str, str] = {}  # every cookie of the last login, in its order
         self._lock = threading.Lock()
-        self.logins = 0
         self._basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         register_secret(password)
         register_secret(self._basic[6:])
@@ -105,10 +104,6 @@ class EvoAuth(requests.auth.AuthBase):
                 if name != SESSION_OPTIONS_COOKIE:
                     register_secret(value)
             self._cookies = cookies
-            self.logins += 1
-
-    def forget_session(self) -> None:
-        self._cookies = {}
 
 
 #: Body fields of a ServiceStack login answer that are credentials in their own right.

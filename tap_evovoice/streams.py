@@ -72,7 +72,6 @@ class UsageAnswers:
         self._index: dict[tuple[t.Any, ...], tuple[int, int, int]] = {}
         self._rows = 0
         self.streams: dict[str, AIUsageStream] = {}
-        self.requests_saved = 0
         #: Every account a usage answer of this run named (billing_customers reads these when
         #: account_ids is empty).
         self.accounts_seen: set[str] = set()
@@ -96,7 +95,6 @@ class UsageAnswers:
         self._file.seek(offset)
         rows: list[dict[str, t.Any]] = msgspec.json.decode(self._file.read(size))
         self._rows -= count
-        self.requests_saved += 1
         return rows
 
 

@@ -21,9 +21,9 @@ from billing_sandbox.evovoice import ACCOUNTS
 from billing_sandbox.kore import BOTS
 from billing_sandbox.luminai import HOSTS
 from tests.airflow_stack import AIRFLOW_BIN, DAGS, AirflowStack, most_at_once, parse_time
+from tests.meltano_support import MELTANO, landed, sandbox_env, usage_truth, with_postgres
 from tests.reliability import summary, update_figures
 from tests.support import KORE_END, KORE_START, assert_no_secrets, lumin_truth_ids
-from tests.test_meltano_e2e import MELTANO, _with_postgres, landed, sandbox_env, usage_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
@@ -115,7 +115,7 @@ def test_fanout_and_duckdb_dags_on_a_real_scheduler(
     stack, servers, postgres, tmp_path, pytestconfig
 ):
     postgres.psql("create database meltano_state", database="postgres")
-    env = _with_postgres(sandbox_env(dict(os.environ), servers, tmp_path), postgres, SCHEMA)
+    env = with_postgres(sandbox_env(dict(os.environ), servers, tmp_path), postgres, SCHEMA)
     env.update(
         MELTANO_ENVIRONMENT="prod",
         MELTANO_PROJECT_ROOT=str(ROOT),

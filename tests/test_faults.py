@@ -33,13 +33,29 @@ def test_retriable_fault_is_survived_exactly(lumin, kind):
     assert "retrying in" in run.stderr
 
 
-def test_retry_after_is_honoured(lumin):
+def _gap_after(server, number: int) -> float:
+    """Seconds between request ``number`` and the next one, as the sandbox saw them arrive."""
+    log = {record.number: record for record in server.api_log()}
+    return log[number + 1].arrived - log[number].arrived
+
+
+def test_retry_after_in_seconds_is_honoured(lumin):
+    # Backoff alone would wait about 0.01 s; the 429's Retry-After: 2 makes the retry wait 2 s.
     server = lumin(faults=[FaultRule("429", at=(2,))], retry_after=2)
     run = run_tap(lumin_config(server, retry_initial_delay_seconds=0.01))
     assert run.returncode == 0
-    waits = [line for line in run.stderr.splitlines() if "retrying in" in line]
-    assert len(waits) == 1
-    assert float(waits[0].rsplit("retrying in", 1)[1].split()[0]) >= 2.0
+    assert sorted(run.ids) == truth(server)
+    assert 2.0 <= _gap_after(server, 2) < 4.0
+
+
+def test_retry_after_as_an_http_date_is_honoured(lumin):
+    # Retry-After as an HTTP-date two seconds ahead (whole seconds, so the wait is 1 to 2 s).
+    server = lumin(faults=[FaultRule("429-date", at=(2,))], retry_after=2)
+    run = run_tap(lumin_config(server, retry_initial_delay_seconds=0.01))
+    assert run.returncode == 0
+    assert sorted(run.ids) == truth(server)
+    assert server.faults.injected == {"429-date": 1}
+    assert 0.9 <= _gap_after(server, 2) < 3.0
 
 
 def _window_bookmark(run) -> str | None:

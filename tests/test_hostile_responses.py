@@ -18,9 +18,9 @@ import typing as t
 import pytest
 
 from billing_sandbox.server import Request, Response, SandboxServer
+from tests.fault_cases import CASES, TapCase, outcome_of
 from tests.reliability import record_key, record_value
 from tests.support import run_tap
-from tests.test_fault_matrix import CASES, TapCase, check_outcome
 
 Mutation = t.Callable[[int, Request, Response], Response]
 
@@ -80,7 +80,7 @@ def problem(result) -> str:
 
 def run(case: TapCase, server: SandboxServer, **config: t.Any):
     result = run_tap(case.config(server, **config), module=case.module)
-    return result, check_outcome(case, server, result)
+    return result, outcome_of(case, server, result)
 
 
 ALL = list(CASES)
@@ -324,7 +324,7 @@ def test_a_huge_page_is_read_whole_and_exactly():
     server = case.start_sandbox(page_size=100_000)
     try:
         result = run_tap(case.config(server, window_size_days=90), module=case.module)
-        assert check_outcome(case, server, result) == "exact"
+        assert outcome_of(case, server, result) == "exact"
         assert server.requests == 1, "one page held the whole range"
     finally:
         server.stop()
@@ -335,7 +335,7 @@ def test_a_huge_kore_page_is_read_whole_and_exactly():
     server = case.start_sandbox(page_cap=10_000)
     try:
         result = run_tap(case.config(server, page_size=10_000), module=case.module)
-        assert check_outcome(case, server, result) == "exact"
+        assert outcome_of(case, server, result) == "exact"
         assert server.requests == 8, "one page per window and bot (2 bots x 4 windows)"
     finally:
         server.stop()

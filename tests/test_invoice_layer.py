@@ -21,6 +21,15 @@ import pytest
 from billing_sandbox.evovoice import DailyUsage
 from billing_sandbox.kore import generate_sessions
 from billing_sandbox.luminai import LuminEvent, generate_events
+from tests.meltano_support import (
+    DUCKDB_PYTHON,
+    MELTANO,
+    ROOT,
+    kill_mid_run_then_restart,
+    landed,
+    sandbox_env,
+    with_postgres,
+)
 from tests.reliability import summary, update_figures
 from tests.support import (
     END,
@@ -33,15 +42,6 @@ from tests.support import (
     START,
     assert_no_secrets,
     run_meltano,
-)
-from tests.test_meltano_e2e import (
-    DUCKDB_PYTHON,
-    MELTANO,
-    ROOT,
-    _with_postgres,
-    kill_mid_run_then_restart,
-    landed,
-    sandbox_env,
 )
 
 pytestmark = [
@@ -252,7 +252,7 @@ def test_invoice_lines_equal_the_truth_by_month_in_each_invoice_time_zone_duckdb
 def test_invoice_lines_equal_the_truth_in_postgres(servers, env, postgres, pytestconfig):
     servers["kore"].api.settings.summary.session_offsets[(KORE_BOTS[1], "2024-03-01")] = -2
     schema = "invoice_pg"
-    env = _with_postgres(env, postgres, schema)
+    env = with_postgres(env, postgres, schema)
     env.update(
         BILLING_RAW_SCHEMA=schema,
         DBT_POSTGRES_SCHEMA=f"{schema}_models",

@@ -486,6 +486,49 @@ def test_each_partition_resolves_the_repeated_hour_on_its_own(kore):
     assert_exact(run, server, start=start, end=end)
 
 
+@pytest.mark.parametrize(
+    ("zone", "written", "expected"),
+    [
+        # 10 March 2024, New York: 02:00 EST jumps to 03:00 EDT; 02:30 does not exist.
+        ("America/New_York", "03-10-2024 2:30:00 am", "2024-03-10T07:30:00.000000+00:00"),
+        # 6 October 2024, Lord Howe: 02:00 +10:30 jumps to 02:30 +11:00; 02:10 does not exist.
+        ("Australia/Lord_Howe", "10-06-2024 2:10:00 am", "2024-10-05T15:40:00.000000+00:00"),
+    ],
+)
+def test_a_local_time_inside_a_spring_forward_gap_takes_the_offset_before_the_change(
+    kore, zone, written, expected
+):
+    # The sandbox renders real instants, so it never writes a time that does not exist: this one
+    # is written into the answer by hand. The documented rule, checked here against the zone's
+    # offset before the change (not against the tap's own helper): read it with that offset.
+    start, end = dt.datetime(2024, 3, 1, tzinfo=UTC), dt.datetime(2024, 10, 20, tzinfo=UTC)
+    server = kore(timezone=zone, start=start, end=end, conversations=0)
+    moment = dt.datetime.fromisoformat(expected) + dt.timedelta(hours=2)
+    server.api.add_sessions([one_session(KORE_BOTS[0], "gap00000000000000000001", moment)])
+    render = server.api._render
+
+    def with_gap_time(session):
+        rendered = render(session)
+        rendered["billingSessionStartDateTime"] = written
+        rendered["conversationSessionStartDateTime"] = written
+        return rendered
+
+    server.api._render = with_gap_time
+    config = kore_config(
+        server, bot_ids=[KORE_BOTS[0]], start_date=start.isoformat(), end_date=end.isoformat()
+    )
+    run = kore_run(config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (record,) = run.records
+    assert record["billingSessionStartDateTime"] == expected
+    assert record["conversationSessionStartDateTime"] == expected
+    before = dt.datetime.fromisoformat(expected).astimezone(ZoneInfo(zone)) - dt.timedelta(hours=1)
+    naive = dt.datetime.strptime(written, "%m-%d-%Y %I:%M:%S %p")
+    assert naive.replace(tzinfo=before.utcoffset() and dt.timezone(before.utcoffset())) == (
+        dt.datetime.fromisoformat(expected)
+    )
+
+
 def test_without_paging_or_total_a_full_page_is_split_not_trusted(kore):
     # Nothing says how many sessions matched: a page holding page_size sessions may be cut short.
     server = kore(paging=False, legacy_cap=40, legacy_total=False)

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
-import threading
 import typing as t
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ import requests
 import trustme
 
 from billing_sandbox.faults import FaultRule
-from billing_sandbox.server import Request, SandboxServer
+from billing_sandbox.server import Request, Response, SandboxServer
 from billing_toolkit.transport import SecureSession
 from tests.support import (
     EVO_END,
@@ -140,41 +138,43 @@ def error_lines(result: TapRun, *needles: str) -> list[str]:
 # -- a server of another origin that records everything ----------------------------------
 
 
-class Trap:
-    """A second loopback server (another port, reached as localhost or 127.0.0.1) that records
-    every request it receives, and answers as an API would, so that a tap following a redirect
-    to it would even seem to succeed."""
+class TrapAPI:
+    """A "vendor API" that records every request it receives (headers included), and answers as
+    an API would, so that a tap following a redirect to it would even seem to succeed."""
+
+    name = "trap"
+    one_request_at_a_time = False
 
     def __init__(self) -> None:
         self.received: list[tuple[str, str, dict[str, str], bytes]] = []
-        trap = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def is_api_request(self, request: Request) -> bool:
+        return True
 
-            def log_message(self, format: str, *args: t.Any) -> None:
-                return
+    def error_body(self, status: int, message: str) -> Response:
+        return Response.json(status, {"error": message})
 
-            def _record(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                trap.received.append((self.command, self.path, dict(self.headers.items()), body))
-                payload = b'{"ok":true,"items":[],"accountUsage":[],"customerUsage":[]}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    def handle(self, request: Request) -> Response:
+        self.received.append((request.method, request.path, dict(request.headers), request.body))
+        return Response.json(
+            200, {"ok": True, "items": [], "accountUsage": [], "customerUsage": []}
+        )
 
-            do_GET = _record
-            do_POST = _record
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+class Trap:
+    """A second loopback server (the sandbox's own server, another port, reached as localhost or
+    127.0.0.1) that records every request it receives."""
+
+    def __init__(self) -> None:
+        self.api = TrapAPI()
+        self._server = SandboxServer(self.api).start()
+
+    @property
+    def received(self) -> list[tuple[str, str, dict[str, str], bytes]]:
+        return self.api.received
 
     def url(self, host: str) -> str:
-        return f"http://{host}:{self._httpd.server_address[1]}"
+        return f"http://{host}:{self._server.port}"
 
     def leaked(self) -> list[str]:
         """Every credential header name and secret value the trap received."""
@@ -186,8 +186,7 @@ class Trap:
         return found
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.stop()
 
 
 @pytest.fixture
