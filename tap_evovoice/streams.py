@@ -31,7 +31,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from billing_toolkit.http import describe_response_failure
 from billing_toolkit.stream import ResponseShapeError, WindowedRESTStream, WindowQuery
-from billing_toolkit.windows import DateWindow
+from billing_toolkit.windows import DateWindow, plan_periods
 from tap_evovoice.auth import EvoAuth, LoginError
 
 if t.TYPE_CHECKING:
@@ -134,20 +134,13 @@ class EvoStream(WindowedRESTStream):
     # -- periods ---------------------------------------------------------------------------
 
     def split_range(self, start: dt.datetime, end: dt.datetime) -> list[DateWindow]:
-        """Calendar periods (UTC days or months) covering ``[start, end)``, cut to the range."""
-        monthly = self.config.get("granularity", "day") == "month"
-        cursor = start.replace(hour=0, minute=0, second=0, microsecond=0)
-        if monthly:
-            cursor = cursor.replace(day=1)
-        cursor = max(cursor, self.window_settings.start)
-        windows = []
-        while cursor < end:
-            if monthly:
-                following = (cursor.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-            else:
-                following = cursor + dt.timedelta(days=1)
-            windows.append(DateWindow(cursor, min(following, end)))
-            cursor = following
+        """Calendar periods (UTC days or months), one a window, covering ``[start, end)``, cut to
+        the range: a first period that starts before ``start_date`` starts there."""
+        period = str(self.config.get("granularity", "day"))
+        windows = plan_periods(start, end, period, max_span=dt.timedelta(0))
+        first = self.window_settings.start
+        if windows and windows[0].start < first:
+            windows[0] = DateWindow(first, windows[0].end)
         return windows
 
     def record_in_window(self, record: dict[str, t.Any], low: str, high: str) -> bool:
@@ -192,6 +185,13 @@ class EvoStream(WindowedRESTStream):
         self._relogged = False
 
     _relogged = False
+
+    #: The partition and window of the request being answered (parse_response has only the answer).
+    _answer_context: Context | None = None
+
+    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        self._answer_context = context
+        yield from super().request_records(context)
 
     def not_found(self) -> str:
         return f"no {self.service} service at {self.url_base}{self.path} (HTTP 404): check api_url"
@@ -252,7 +252,6 @@ class AIUsageStream(EvoStream):
             yield from self._records(kept, context)
             return
         self._answer_key = self.answer_key(context)
-        self._answer_context = context
         yield from super().request_records(context)
 
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
@@ -363,12 +362,6 @@ class BillingCustomersStream(EvoStream):
                 "startDate": first.isoformat(),
                 "endDate": last.isoformat(),
             }
-
-    _answer_context: Context | None = None
-
-    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        self._answer_context = context
-        yield from super().request_records(context)
 
 
 class AIAccountUsageStream(AIUsageStream):

@@ -248,14 +248,19 @@ def catalog_selecting(
             env=_env(),
         )
         _CATALOGS[module] = json.loads(result.stdout)
-    catalog = copy.deepcopy(_CATALOGS[module])
+    catalog = select_streams(copy.deepcopy(_CATALOGS[module]), streams)
+    return _write_json(directory, "catalog.json", catalog)
+
+
+def select_streams(catalog: dict, streams: t.Collection[str]) -> dict:
+    """``catalog`` (changed in place) with exactly ``streams`` selected."""
     unknown = set(streams) - {s["tap_stream_id"] for s in catalog["streams"]}
     assert not unknown, f"no such stream(s): {unknown}"
     for stream in catalog["streams"]:
         for entry in stream["metadata"]:
             if entry["breadcrumb"] == []:
                 entry["metadata"]["selected"] = stream["tap_stream_id"] in streams
-    return _write_json(directory, "catalog.json", catalog)
+    return catalog
 
 
 def tap_command(

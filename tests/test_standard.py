@@ -19,6 +19,7 @@ from tests.support import (
     kore_sandbox,
     lumin_config,
     lumin_sandbox,
+    select_streams,
 )
 
 # The SDK builds its test class at import time, from a config that must already name a server:
@@ -38,11 +39,7 @@ def every_stream_selected(tap_class, config) -> dict:
     """The tap's catalog with every stream selected (the reconciliation streams are not by
     default), for the SDK's standard tests of every stream."""
     catalog = tap_class(config=config).catalog_dict
-    for stream in catalog["streams"]:
-        for entry in stream["metadata"]:
-            if entry["breadcrumb"] == []:
-                entry["metadata"]["selected"] = True
-    return catalog
+    return select_streams(catalog, [stream["tap_stream_id"] for stream in catalog["streams"]])
 
 
 def standard_run(tap_class, config) -> tuple[list[dict], dict]:
