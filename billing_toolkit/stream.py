@@ -1,6 +1,7 @@
 """The windowed incremental REST stream every billing tap builds on.
 
-Data flows: partition (SDK context) -> date windows -> pages -> records -> Singer messages.
+Data flows: partition (SDK context) -> date windows -> passes over a window's pages -> records ->
+Singer messages.
 
 State, per partition, is moved by completed windows only, never by single records: the API returns
 the items of a window in no particular order, so a record's timestamp says nothing about which
@@ -13,6 +14,39 @@ Streams whose query can cover several keys at once (Lumin.ai event types) keep o
 key under ``bookmarks_by_key``; a key added to the config later has no bookmark and is read from
 ``start_date``, alone, until it catches up with the others. The SDK's ``replication_key_value`` is
 kept equal to the oldest of those bookmarks: the point up to which every key is complete.
+
+The contract a stream implements
+--------------------------------
+A window is a :class:`~billing_toolkit.windows.DateWindow` of aware UTC datetimes. Each pass over
+the pages of one window of one partition is a :class:`WindowPass`, handed to every hook that builds
+a request or reads an answer. What a stream keeps for the length of a pass (an order anchor, the
+totals its pages reported, where a job stands) lives on its own subclass of ``WindowPass`` named in
+``pass_type``, never on the stream. The SDK's private names are used in ``sdk_seams`` only.
+
+Class attributes: ``window_field`` (required: the record field, canonical UTC text, that places a
+record in a window), ``min_window``, ``dedupe_within_window``, ``window_rereads``,
+``lazy_list_key``, ``pass_type``.
+
+Hooks, in the order a run calls them; each may assume what the ones above it established:
+
+- ``partitions`` (SDK): the partitions, each with its own state.
+- ``query_keys(partition)``: keys one query covers, each with its own bookmark (default: none).
+- ``split_range(start, end)``: a range cut into windows (default: ``window_size_days``).
+- ``log_plan(partition, plan)``: say what will be read.
+- ``read_pages(p)``: the page loop of one pass; override only to answer without a request
+  (Evo Voice takes an answer the other usage stream already fetched).
+- ``new_paginator(p)``: the paging of one pass (default: one page). ``p.paginator`` is it.
+- ``page_request(p, token)``: method, URL, query and JSON body of one page; by default
+  ``http_method``, ``get_url(p.partition)``, ``request_params(p, token)`` and
+  ``request_body(p, token)``.
+- ``validate_response(response)`` (SDK): status and transport; extend it, keep ``super()``.
+- ``validate_body(body, response)``: a decoded 2xx body; raise ``ResponseShapeError`` (fatal),
+  ``RetriableAPIError``, or ``WindowTooLarge`` on a first page that cannot hold the whole window.
+- ``parse_page(response, p)``: the page's items (``decoded_body(response)`` is its JSON).
+- ``record_in_window(record, window)``: whether a record belongs to the window (default: its
+  ``window_field`` inside it); items outside are left to the window they belong to.
+- ``window_changed_while_read(p)``: after a pass, whether the window moved (then read again).
+- ``throttle_key(partition)`` and ``rate_limiter``: the client-side rate budget a request spends.
 """
 
 from __future__ import annotations
@@ -27,11 +61,9 @@ from functools import cached_property
 
 import backoff
 import requests
-from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
-from singer_sdk.mapper import SameRecordTransform
-from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.pagination import BaseAPIPaginator, SinglePagePaginator
 
 from billing_toolkit import settings as common
 from billing_toolkit.http import (
@@ -42,22 +74,18 @@ from billing_toolkit.http import (
     describe_response_failure,
     describe_transport_failure,
 )
-from billing_toolkit.output import RecordLineWriter
 from billing_toolkit.records import RecordShape, RecordShapeError
+from billing_toolkit.sdk_seams import StreamSeams
 from billing_toolkit.secrets import mask
 from billing_toolkit.settings import WindowSettings
 from billing_toolkit.timestamps import format_timestamp, normalize_timestamp, parse_timestamp
-from billing_toolkit.transport import SecureSession, secure_session
 from billing_toolkit.windows import DateWindow, plan_windows
 
 if t.TYPE_CHECKING:
     from backoff.types import Details
-    from singer_sdk.helpers.types import Context, Record, RequestFunc
+    from singer_sdk.helpers.types import Context, RequestFunc
 
 BOOKMARKS_BY_KEY = "bookmarks_by_key"
-WINDOW_START = "window_start"
-WINDOW_END = "window_end"
-QUERY_KEYS = "query_keys"
 
 #: Failures worth another attempt: throttling, server errors, timeouts, dropped connections and
 #: bodies cut short (``validate_response`` raises RetriableAPIError for a 2xx body that is not JSON).
@@ -87,33 +115,48 @@ class WindowTooLarge(Exception):
     """
 
 
-@dataclass(frozen=True)
-class WindowQuery:
-    """What one series of pages asks for: a window, and the keys covered by it."""
+@dataclass(eq=False)
+class WindowPass:
+    """One pass over the pages of one window of one partition: what the page hooks are given.
 
+    ``paginator`` is where paging stands and ``response`` the last answer read (both set by
+    ``read_pages``); ``pages``, ``items_on_page`` and ``empty_pages_in_a_row`` are the paging guard's.
+    """
+
+    partition: Context | None
     window: DateWindow
-    keys: tuple[str, ...]
+    #: The query keys this pass covers (e.g. Lumin.ai event types); empty when the stream has none.
+    keys: tuple[str, ...] = ()
+    #: 0 for the first pass over the window, then 1, 2, ... for each re-read.
+    attempt: int = 0
+    paginator: BaseAPIPaginator[t.Any] | None = None
+    response: requests.Response | None = None
+    pages: int = 0
+    items_on_page: int = 0
+    empty_pages_in_a_row: int = 0
 
-    def as_context(self, partition: Context | None) -> dict[str, t.Any]:
-        return {
-            **(partition or {}),
-            WINDOW_START: self.window.start_text,
-            WINDOW_END: self.window.end_text,
-            QUERY_KEYS: ",".join(self.keys),
-        }
+    def part(self, key: str) -> t.Any:
+        """A value of the partition (None when there is no partition or it has no such key)."""
+        return (self.partition or {}).get(key)
 
-    @classmethod
-    def from_context(cls, context: Context | None) -> WindowQuery:
-        if not context or WINDOW_START not in context:
-            msg = "a page request was built outside a date window"
-            raise RuntimeError(msg)
-        keys = context[QUERY_KEYS]
-        return cls(
-            DateWindow(
-                parse_timestamp(context[WINDOW_START]), parse_timestamp(context[WINDOW_END])
-            ),
-            tuple(keys.split(",")) if keys else (),
-        )
+    def metrics_context(self) -> dict[str, t.Any]:
+        """What the SDK's request metrics and the throttle see: the partition, and the window in
+        words."""
+        context = {**(self.partition or {}), "window": str(self.window)}
+        if self.keys:
+            context["keys"] = ",".join(self.keys)
+        return context
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One page's request: sent with the stream's headers, authenticator and retries."""
+
+    method: str
+    url: str
+    params: t.Mapping[str, t.Any] | None = None
+    #: The JSON body (None: no body).
+    body: t.Any = None
 
 
 @dataclass
@@ -121,10 +164,10 @@ class SyncPlan:
     """The windows one partition will read in this run, and where each key starts."""
 
     windows: list[DateWindow]
-    key_starts: dict[str, str]
+    key_starts: dict[str, dt.datetime]
 
     def keys_due(self, window: DateWindow) -> tuple[str, ...]:
-        return tuple(k for k, start in self.key_starts.items() if start <= window.start_text)
+        return tuple(k for k, start in self.key_starts.items() if k and start <= window.start)
 
 
 class BodyTokenPaginator(BaseAPIPaginator[str | None]):
@@ -153,13 +196,12 @@ class BodyTokenPaginator(BaseAPIPaginator[str | None]):
         self._seen.add(token)
         return token
 
-    def continue_if_empty(self, response: requests.Response) -> bool:
-        # An empty page with a token is not the end: the token decides.
-        return True
 
+class WindowedRESTStream(StreamSeams, metaclass=abc.ABCMeta):
+    """A REST stream read window by window, with state saved after every completed window.
 
-class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
-    """A REST stream read window by window, with state saved after every completed window."""
+    The hooks a stream implements, and what each may assume, are listed in the module docstring.
+    """
 
     #: The SDK must not move the bookmark per record (see the module docstring).
     is_sorted = False
@@ -168,29 +210,25 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     window_field: t.ClassVar[str]
     #: The smallest window a too-large window may be split into before the stream fails loudly.
     min_window: t.ClassVar[dt.timedelta] = dt.timedelta(minutes=1)
-    #: The window being read (for parsers that need it, e.g. to resolve ambiguous local times).
-    current_window: DateWindow | None = None
     #: Emit each primary key once per window (for offset-paged APIs whose pages can shift).
     dedupe_within_window: t.ClassVar[bool] = False
     #: How many times a window whose content moved while it was read is read again.
     window_rereads: t.ClassVar[int] = 0
+    #: What one pass over a window keeps (a subclass of WindowPass for a stream that keeps more).
+    pass_type: t.ClassVar[type[WindowPass]] = WindowPass
+    #: The key of the records list in a response, when pages are large: its items stay raw JSON
+    #: until each is parsed (see ``billing_toolkit.http.decode_json``), so memory holds one page's
+    #: bytes rather than one page of dicts.
+    lazy_list_key: t.ClassVar[str | None] = None
     #: Types are checked by ``record_shape`` before a record is emitted, without conversion: the
     #: SDK's conformance pass would find nothing to do.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
-    #: Write RECORD lines directly when the SDK's record path would not change them (see
-    #: billing_toolkit.output). False gives the SDK's own path (the benchmarks' baseline).
-    fast_records: t.ClassVar[bool] = True
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         self._decoded: weakref.WeakKeyDictionary[requests.Response, t.Any] = (
             weakref.WeakKeyDictionary()
         )
-        self._line_writer: RecordLineWriter | bool | None = False  # False: not decided yet
-        # Paging guard of the current pass over a window (see ``update_sync_costs``).
-        self._pages_in_pass = 0
-        self._items_on_page = 0
-        self._empty_pages_in_a_row = 0
 
     # -- the common settings (declared in billing_toolkit.settings, so read here) ------------
 
@@ -212,7 +250,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     @cached_property
     def max_pages_per_window(self) -> int:
         """Pages one pass over a window may take before paging is declared endless."""
-        return int(self.config.get("max_pages_per_window", common.DEFAULT_MAX_PAGES_PER_WINDOW))
+        return int(self.config["max_pages_per_window"])
 
     @cached_property
     def record_shape(self) -> RecordShape:
@@ -221,7 +259,9 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             self.name, self.schema, list(self.primary_keys or ()), self.logger.warning
         )
 
-    def query_keys(self, context: Context | None) -> t.Sequence[str]:
+    # -- the hooks (see the module docstring) ------------------------------------------------
+
+    def query_keys(self, partition: Context | None) -> t.Sequence[str]:
         """Keys one query can cover together, each with its own bookmark; none by default."""
         return ()
 
@@ -230,24 +270,79 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         calendar periods)."""
         return plan_windows(start, end, self.window_settings.window_size)
 
-    def record_in_window(self, record: dict[str, t.Any], low: str, high: str) -> bool:
-        """Whether a record belongs to the window ``[low, high)`` (canonical UTC texts)."""
-        return low <= record[self.window_field] < high
+    def new_paginator(self, p: WindowPass) -> BaseAPIPaginator[t.Any] | None:
+        """The paging of one pass over a window; None: the window is one page."""
+        return None
+
+    def page_request(self, p: WindowPass, token: t.Any) -> PageRequest:
+        """The request of one page of the pass (``token``: the paginator's current value)."""
+        return PageRequest(
+            self.http_method,
+            self.get_url(p.partition),
+            self.request_params(p, token),
+            self.request_body(p, token),
+        )
+
+    def request_params(self, p: WindowPass, token: t.Any) -> dict[str, t.Any] | None:
+        """The query parameters of the default ``page_request``; none by default."""
+        return None
+
+    def request_body(self, p: WindowPass, token: t.Any) -> t.Any:
+        """The JSON body of the default ``page_request``; none by default."""
+        return None
 
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
         """Check a decoded 2xx body; raise ResponseShapeError (fatal) or RetriableAPIError."""
 
+    @abc.abstractmethod
+    def parse_page(
+        self, response: requests.Response, p: WindowPass
+    ) -> t.Iterable[dict[str, t.Any]]:
+        """The items of one validated page, as records."""
+
+    def record_in_window(self, record: dict[str, t.Any], window: DateWindow) -> bool:
+        """Whether a record belongs to ``window``. Record times are canonical UTC text
+        (``normalize_timestamp``), which sorts as the moments do, so the texts are compared."""
+        return window.start_text <= record[self.window_field] < window.end_text
+
+    def window_changed_while_read(self, p: WindowPass) -> bool:
+        """Whether the window's content moved during the pass ``p`` (then it is read again)."""
+        return False
+
+    @property
+    def rate_limiter(self) -> RollingRateLimiter | None:
+        """A client-side throttle applied to every attempt; none by default."""
+        return None
+
+    def throttle_key(self, partition: Context | None) -> str:
+        """Which rate-limit budget a request of this partition spends (e.g. one per bot)."""
+        return ""
+
+    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
+        """Not used: pages are read by ``read_pages`` and parsed by ``parse_page``."""
+        msg = f"{self.name}: pages are parsed by parse_page(response, pass), not parse_response"
+        raise NotImplementedError(msg)
+
     # -- windows and state -------------------------------------------------------------------
 
-    def plan(self, context: Context | None) -> SyncPlan:
+    def new_pass(
+        self,
+        partition: Context | None,
+        window: DateWindow,
+        keys: tuple[str, ...] = (),
+        attempt: int = 0,
+    ) -> WindowPass:
+        return self.pass_type(partition, window, keys, attempt)
+
+    def plan(self, partition: Context | None) -> SyncPlan:
         """Where each key of this partition starts, and the windows that cover them."""
         settings = self.window_settings
-        state = self.get_context_state(context)
+        state = self.get_context_state(partition)
         shared = None
         if state.get("replication_key") == self.window_field and state.get("replication_key_value"):
             shared = normalize_timestamp(str(state["replication_key_value"]))
         by_key = state.get(BOOKMARKS_BY_KEY)
-        keys = list(dict.fromkeys(self.query_keys(context))) or [""]
+        keys = list(dict.fromkeys(self.query_keys(partition))) or [""]
         starts: dict[str, dt.datetime] = {}
         for key in keys:
             if key and isinstance(by_key, dict):
@@ -265,16 +360,18 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         for low, high in zip(breaks, [*breaks[1:], settings.end], strict=False):
             if low < min(high, settings.end):
                 windows += self.split_range(low, min(high, settings.end))
-        return SyncPlan(
-            windows=windows, key_starts={k: format_timestamp(v) for k, v in starts.items()}
-        )
+        return SyncPlan(windows=windows, key_starts=starts)
 
     def complete_window(
-        self, context: Context | None, query: WindowQuery, all_keys: t.Sequence[str]
+        self,
+        partition: Context | None,
+        window: DateWindow,
+        keys: tuple[str, ...],
+        all_keys: t.Sequence[str],
     ) -> None:
-        """Record that every page of ``query`` has been emitted, and write STATE."""
-        state = self.get_context_state(context)
-        end = query.window.end_text
+        """Record that every page of ``window`` has been emitted for ``keys``, and write STATE."""
+        state = self.get_context_state(partition)
+        end = window.end_text
         previous = (
             state.get("replication_key_value")
             if state.get("replication_key") == self.window_field
@@ -287,7 +384,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                 # First keyed bookmark: a shared bookmark from an older state covers every key.
                 by_key = {k: previous for k in all_keys} if previous else {}
                 state[BOOKMARKS_BY_KEY] = by_key
-            for key in query.keys:
+            for key in keys:
                 old = by_key.get(key)
                 by_key[key] = max(normalize_timestamp(str(old)), end) if old else end
             covered = [by_key.get(k) for k in all_keys]
@@ -297,58 +394,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         else:
             state["replication_key"] = self.window_field
             state["replication_key_value"] = max(previous, end) if previous else end
-        self.state_manager.is_flushed = False
-        self._write_state_message()
-
-    def _increment_stream_state(
-        self, latest_record: Record, *, context: Context | None = None
-    ) -> None:
-        """Records never move the bookmark: completed windows do (see ``complete_window``)."""
-
-    # -- output -------------------------------------------------------------------------------
-
-    def _process_record(
-        self,
-        record: Record,
-        child_context: Context | None = None,
-        partition_context: Context | None = None,
-    ) -> None:
-        """The SDK's per-record step, without its child-stream machinery when there are none."""
-        if self.child_streams:
-            super()._process_record(record, child_context, partition_context)
-            return
-        for key, value in (partition_context or {}).items():
-            if key not in record:  # the partition's keys go into its records, as the SDK does
-                record[key] = value
-
-    def _write_record_message(self, record: Record) -> None:
-        writer = self._line_writer
-        if writer is False:
-            writer = self._line_writer = self._direct_writer()
-        if writer is None:
-            super()._write_record_message(record)
-            return
-        assert isinstance(writer, RecordLineWriter)
-        writer.write(record)
-        self.state_manager.is_flushed = False
-
-    def _direct_writer(self) -> RecordLineWriter | None:
-        """A direct RECORD writer, if the SDK's record path would emit records unchanged."""
-        maps = self.stream_maps
-        identity = (
-            len(maps) == 1
-            and type(maps[0]) is SameRecordTransform
-            and maps[0].stream_alias == self.name
-            and not maps[0].flattening_enabled
-        )
-        everything_selected = all(
-            self.mask.get(("properties", name), True) for name in self.schema["properties"]
-        )
-        if not (self.fast_records and identity and everything_selected):
-            return None
-        writer = RecordLineWriter(self.name)
-        writer.set_time_extracted(_now_text())
-        return writer
+        self.write_state_now()
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         plan = self.plan(context)
@@ -357,10 +403,10 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         pending = collections.deque(plan.windows)
         while pending:
             window = pending.popleft()
-            query = WindowQuery(window, tuple(k for k in plan.keys_due(window) if k))
+            keys = plan.keys_due(window)
             emitted = 0
             try:
-                for record in self._window_records(context, query):
+                for record in self._window_records(context, window, keys):
                     emitted += 1
                     yield record
             except WindowTooLarge as signal:
@@ -370,7 +416,7 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                 halves = self._split(window, signal)
                 pending.extendleft(reversed(halves))
                 continue
-            self.complete_window(context, query, all_keys)
+            self.complete_window(context, window, keys, all_keys)
             self.logger.info(
                 "%s%s: window %s complete, %d record(s); bookmark now %s",
                 self.name,
@@ -380,16 +426,8 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                 window.end_text,
             )
 
-    def start_window(self, context: Context | None, window: DateWindow) -> None:
-        """Called before each pass over a window's pages (override to reset per-window state)."""
-        self.current_window = window
-
-    def window_changed_while_read(self) -> bool:
-        """Whether the window's content moved during the last pass (then it is read again)."""
-        return False
-
     def _window_records(
-        self, context: Context | None, query: WindowQuery
+        self, partition: Context | None, window: DateWindow, keys: tuple[str, ...]
     ) -> t.Iterator[dict[str, t.Any]]:
         """The records of one window: every page of it, keeping only items inside it.
 
@@ -399,28 +437,29 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         already read is not missed. Moved means: a key met twice within one pass (the list shifted
         under the offsets), or :meth:`window_changed_while_read` says so.
         """
-        low, high = query.window.start_text, query.window.end_text
         #: key -> the last pass that met it.
         seen: dict[t.Any, int] | None = {} if self.dedupe_within_window else None
-        keys = tuple(self.primary_keys or ())
-        single = keys[0] if len(keys) == 1 else None  # a bare value, not a 1-tuple: less memory
+        primary = tuple(self.primary_keys or ())
+        single = (
+            primary[0] if len(primary) == 1 else None
+        )  # a bare value, not a 1-tuple: less memory
         outside = repeated = 0
         check = self.record_shape.check
+        in_window = self.record_in_window
         for attempt in range(1 + self.window_rereads):
-            self.start_window(context, query.window)
-            self._pages_in_pass = self._items_on_page = self._empty_pages_in_a_row = 0
+            p = self.new_pass(partition, window, keys, attempt)
             shifted = False
-            for item in self.request_records(query.as_context(context)):
-                self._items_on_page += 1
+            for item in self.read_pages(p):
+                p.items_on_page += 1
                 try:
                     record = check(item)
                 except RecordShapeError as exc:
-                    raise self._with_request(exc) from None
-                if not self.record_in_window(record, low, high):
+                    raise self._with_request(exc, p) from None
+                if not in_window(record, window):
                     outside += 1
                     continue
                 if seen is not None:
-                    key = record.get(single) if single else tuple(record.get(k) for k in keys)
+                    key = record.get(single) if single else tuple(record.get(k) for k in primary)
                     previous = seen.get(key)
                     seen[key] = attempt
                     if previous is not None:
@@ -428,21 +467,18 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                         shifted = shifted or previous == attempt
                         continue
                 yield record
-            if not (shifted or self.window_changed_while_read()):
+            if not (shifted or self.window_changed_while_read(p)):
                 break
             self.logger.warning(
                 "%s: window %s changed while it was read (pass %d%s); reading it again",
                 self.name,
-                query.window,
+                window,
                 attempt + 1,
                 ": an item came twice" if shifted else "",
             )
         if repeated:
             self.logger.info(
-                "%s: %d repeated item(s) of window %s emitted once",
-                self.name,
-                repeated,
-                query.window,
+                "%s: %d repeated item(s) of window %s emitted once", self.name, repeated, window
             )
         if outside:
             self.logger.warning(
@@ -450,54 +486,73 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
                 "they belong to",
                 self.name,
                 outside,
-                query.window,
+                window,
             )
 
-    def update_sync_costs(
-        self,
-        request: requests.PreparedRequest,
-        response: requests.Response,
-        context: Context | None,
-    ) -> dict[str, int]:
-        """Called by the SDK once per page received: the paging guard.
+    # -- pages --------------------------------------------------------------------------------
+
+    def read_pages(self, p: WindowPass) -> t.Iterator[dict[str, t.Any]]:
+        """Every page of one pass, in the paginator's order; an empty page does not end paging
+        (the paginator decides)."""
+        paginator = p.paginator = self.new_paginator(p) or SinglePagePaginator()
+        send = self.sender()
+        context = p.metrics_context()
+        with self.get_http_request_counter() as counter:
+            counter.with_context(context)
+            while not paginator.finished:
+                page = self.page_request(p, paginator.current_value)
+                prepared = self.build_prepared_request(
+                    method=page.method,
+                    url=page.url,
+                    params=dict(page.params or {}),
+                    headers=self.http_headers,
+                    json=page.body,
+                )
+                response = send(prepared, context)
+                counter.increment()
+                self.page_received(p, response)
+                self.update_sync_costs(prepared, response, context)
+                yield from self.parse_page(response, p)
+                paginator.advance(response)
+
+    def page_received(self, p: WindowPass, response: requests.Response) -> None:
+        """The paging guard, once per page received.
 
         Paging that never ends (a token or ``moreAvailable`` that keeps coming) fails loudly: after
         ``MAX_EMPTY_PAGES_IN_A_ROW`` pages in a row without an item, or ``max_pages_per_window`` pages
         in one pass over a window. The items of the previous page were counted as they were yielded.
         """
-        if self._pages_in_pass and not self._items_on_page:
-            self._empty_pages_in_a_row += 1
+        if p.pages and not p.items_on_page:
+            p.empty_pages_in_a_row += 1
         else:
-            self._empty_pages_in_a_row = 0
-        self._pages_in_pass += 1
-        self._items_on_page = 0
-        if isinstance(self._line_writer, RecordLineWriter):
-            self._line_writer.set_time_extracted(_now_text())
-        window = self.current_window
-        if self._empty_pages_in_a_row >= MAX_EMPTY_PAGES_IN_A_ROW:
+            p.empty_pages_in_a_row = 0
+        p.pages += 1
+        p.items_on_page = 0
+        p.response = response
+        self.page_extracted_now()
+        if p.empty_pages_in_a_row >= MAX_EMPTY_PAGES_IN_A_ROW:
             msg = (
-                f"{self.name}: paging does not end: {self._empty_pages_in_a_row} pages in a row "
-                f"brought no item in window {window}"
+                f"{self.name}: paging does not end: {p.empty_pages_in_a_row} pages in a row "
+                f"brought no item in window {p.window}"
             )
             raise ResponseShapeError(describe_response_failure(response, msg))
-        if self._pages_in_pass > self.max_pages_per_window:
+        if p.pages > self.max_pages_per_window:
             msg = (
                 f"{self.name}: paging does not end: more than {self.max_pages_per_window} pages in "
-                f"window {window} (setting max_pages_per_window)"
+                f"window {p.window} (setting max_pages_per_window)"
             )
             raise ResponseShapeError(describe_response_failure(response, msg))
-        return super().update_sync_costs(request, response, context)
 
     def probe(
-        self, context: Context | None, window: DateWindow, keys: tuple[str, ...] = ()
+        self, partition: Context | None, window: DateWindow, keys: tuple[str, ...] = ()
     ) -> requests.Response | None:
         """Read the first page of one window and no more: a cheap connection test.
 
         Returns the answer that was read (validated), for a test that shows what it held.
         """
-        self.start_window(context, window)
-        next(iter(self.request_records(WindowQuery(window, keys).as_context(context))), None)
-        return self._last_response
+        p = self.new_pass(partition, window, keys)
+        next(iter(self.read_pages(p)), None)
+        return p.response
 
     def _split(self, window: DateWindow, signal: WindowTooLarge) -> list[DateWindow]:
         middle = window.start + (window.end - window.start) / 2
@@ -520,22 +575,24 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
         )
         return [DateWindow(window.start, middle), DateWindow(middle, window.end)]
 
-    def log_plan(self, context: Context | None, plan: SyncPlan) -> None:
+    def log_plan(self, partition: Context | None, plan: SyncPlan) -> None:
         """Say up front what this partition will read (override to add estimates)."""
         settings = self.window_settings
         if not plan.windows:
             self.logger.info(
                 "%s%s: nothing to read before %s",
                 self.name,
-                _partition_label(context),
+                _partition_label(partition),
                 settings.end.isoformat(),
             )
             return
-        starts = ", ".join(f"{k or 'all'} from {v}" for k, v in plan.key_starts.items())
+        starts = ", ".join(
+            f"{k or 'all'} from {format_timestamp(v)}" for k, v in plan.key_starts.items()
+        )
         self.logger.info(
             "%s%s: %d window(s) of up to %s from %s to %s (%s; lookback %s)",
             self.name,
-            _partition_label(context),
+            _partition_label(partition),
             len(plan.windows),
             settings.window_size,
             plan.windows[0].start.isoformat(),
@@ -547,27 +604,18 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
     # -- requests ---------------------------------------------------------------------------
 
     @property
-    def requests_session(self) -> requests.Session:
-        """Requests, and so credentials, go to the API's origin only, over verified TLS
-        (``ca_bundle_path`` added): see billing_toolkit.transport for the rules."""
-        if not isinstance(self._requests_session, SecureSession):
-            self._requests_session = secure_session(self.url_base, self.config)
-        return self._requests_session
-
-    @property
     def timeout(self) -> t.Any:  # (connect, read): requests takes either form
         return self.timeouts.as_tuple()
-
-    #: The key of the records list in a response, when pages are large: its items stay raw JSON
-    #: until each is parsed (see ``billing_toolkit.http.decode_json``), so memory holds one page's
-    #: bytes rather than one page of dicts.
-    lazy_list_key: t.ClassVar[str | None] = None
 
     def decoded_body(self, response: requests.Response) -> t.Any:
         """The JSON body of a validated response (decoded once, in ``validate_response``)."""
         if response in self._decoded:
             return self._decoded[response]
         return decode_json(response, self.lazy_list_key)
+
+    def keep_decoded(self, response: requests.Response, body: t.Any) -> None:
+        """What ``decoded_body`` answers for ``response`` (for an answer read another way)."""
+        self._decoded[response] = body
 
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code
@@ -586,24 +634,12 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             ) from exc
         self.validate_body(body, response)
         self._decoded[response] = body
-        self._last_response = response
 
-    _last_response: requests.Response | None = None
-
-    def _with_request(self, error: RecordShapeError) -> RecordShapeError:
+    def _with_request(self, error: RecordShapeError, p: WindowPass) -> RecordShapeError:
         """The same error, naming the request whose answer held the record."""
-        if self._last_response is None:
+        if p.response is None:
             return error
-        return RecordShapeError(describe_response_failure(self._last_response, str(error)))
-
-    @property
-    def rate_limiter(self) -> RollingRateLimiter | None:
-        """A client-side throttle applied to every attempt; none by default."""
-        return None
-
-    def throttle_key(self, context: Context | None) -> str:
-        """Which rate-limit budget a request spends (e.g. one per bot)."""
-        return ""
+        return RecordShapeError(describe_response_failure(p.response, str(error)))
 
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
         policy = self.retry_policy
@@ -662,10 +698,6 @@ class WindowedRESTStream(RESTStream[t.Any], metaclass=abc.ABCMeta):
             cause,
             details.get("wait") or 0.0,
         )
-
-
-def _now_text() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
 def _partition_label(context: Context | None) -> str:

@@ -7,21 +7,18 @@ import os
 import sys
 import typing as t
 
-import click
-from singer_sdk import Tap
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
-from singer_sdk.plugin_base import JSONSchemaValidator
-from singer_sdk.tap_base import CliTestOptionValue
 
 from billing_toolkit import settings
-from billing_toolkit.output import OrderedWriter, defer_if_busy
+from billing_toolkit.output import OrderedWriter
+from billing_toolkit.sdk_seams import TapSeams
 from billing_toolkit.secrets import install_log_masking, mask, register_secret
 from billing_toolkit.stream import BOOKMARKS_BY_KEY
 from billing_toolkit.timestamps import normalize_timestamp
 
 
-class ConnectionCheckError(Exception):
+class ConnectionCheckError(FatalAPIError):
     """The connection test failed; the message says what to fix."""
 
 
@@ -51,7 +48,7 @@ def explain_connection_failure(
     return text or type(error).__name__
 
 
-class BillingTap(Tap):
+class BillingTap(TapSeams):
     """A Singer tap whose secrets never reach any output and whose bad config fails up front."""
 
     #: No BATCH: a batch file is delivered after the STATE of its windows, so state could run
@@ -113,49 +110,6 @@ class BillingTap(Tap):
         if errors:
             raise ConfigValidationError("Config validation failed", errors=errors)
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """The SDK's JSON-schema check, unknown settings, then :meth:`semantic_config_errors`.
-
-        Unlike the SDK's messages these name the setting first, never quote a secret, and refuse
-        keys the schema does not declare (a misspelt optional setting would silently fall back to
-        its default). ``null`` for an optional setting means "not set", as when Meltano leaves it out.
-        The semantic checks run here, not after the SDK's constructor, because that constructor
-        already discovers the streams, which would fail on, say, a timeout too large for a float.
-        """
-        schema = self.config_jsonschema
-        self.append_builtin_config(schema)
-        errors = settings.unknown_setting_errors(self._config, schema.get("properties", {}))
-        self._config = settings.without_optional_nulls(self._config, schema.get("required", []))
-        secrets = set(self.secret_setting_names())
-        errors += [
-            settings.schema_error_message(error, secrets=secrets)
-            for error in JSONSchemaValidator(schema).iter_errors(self._config)
-        ]
-        if not errors:  # the semantic checks may assume the JSON types are right
-            errors = self.semantic_config_errors()
-        errors = [mask(error) for error in dict.fromkeys(errors)]
-        if errors and raise_errors:
-            raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
-        if errors:
-            self.logger.warning("Config validation failed")
-        return errors
-
-    def _handle_termination(self, signum: int, frame: t.Any) -> None:
-        """On SIGTERM/SIGINT: write the state (completed windows only) and exit non-zero.
-
-        The SDK exits 0 here, which makes an interrupted backfill look finished to an orchestrator.
-        A signal that arrives while records and a STATE are being written waits for them to finish.
-        """
-        if defer_if_busy(lambda: self._handle_termination(signum, frame)):
-            return
-        try:
-            self.state_writer.write_state(self.state)
-        finally:
-            self.logger.error(
-                "Interrupted by signal %d: state saved up to the last completed window", signum
-            )
-            sys.exit(128 + signum)
-
     def load_state(self, state: dict[str, t.Any]) -> None:
         """Load the state, refusing bookmarks that are not timestamps (one line each, no traceback)."""
         errors = []
@@ -179,22 +133,6 @@ class BillingTap(Tap):
             raise ConfigValidationError("State validation failed", errors=errors)
         super().load_state(state)
 
-    def semantic_config_errors(self) -> list[str]:
-        """What JSON Schema cannot say about the config: one line per problem, naming the setting."""
-        return []
-
-    def check_connection(self) -> str:
-        """Make one cheap request; return what was checked, or raise ConnectionCheckError."""
-        raise NotImplementedError
-
-    @classmethod
-    def secret_setting_names(cls) -> list[str]:
-        return [
-            name
-            for name, schema in cls.config_jsonschema.get("properties", {}).items()
-            if schema.get("secret") or schema.get("writeOnly")
-        ]
-
     @classmethod
     def _register_secrets(cls, config: object, *, parse_env: bool) -> None:
         names = cls.secret_setting_names()
@@ -205,47 +143,3 @@ class BillingTap(Tap):
             prefix = cls.name.upper().replace("-", "_") + "_"
             for name in names:
                 register_secret(os.environ.get(prefix + name.upper()))
-
-    @classmethod
-    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
-        """Read ``--config`` files; an unreadable one gets one line per problem, not a traceback.
-
-        The SDK reads the files while parsing the command line, before its own handler of config
-        errors is in place, so a missing file or a NaN in the JSON would end in a traceback.
-        """
-        try:
-            return super().cb_config(ctx, param, value)
-        except Exception as exc:
-            errors = [
-                e for path in value if path != "ENV" for e in settings.config_file_errors(path)
-            ]
-            for error in errors or [f"config cannot be read: {type(exc).__name__}"]:
-                cls.logger.error(mask(error))
-            cls.logger.error("Config validation failed")
-            ctx.exit(1)
-
-    @classmethod
-    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
-        """``--test``: one cheap request that says plainly what failed (``--test=schema`` as usual)."""
-        if value in {CliTestOptionValue.Disabled.value, CliTestOptionValue.Schema.value}:
-            super().cb_test(ctx, param, value)
-            return
-        config = ctx.params.get("config")
-        try:
-            tap = cls(
-                config=getattr(config, "config", None),
-                parse_env_config=bool(getattr(config, "parse_env", False)),
-                validate_config=True,
-            )
-        except ConfigValidationError as exc:
-            for error in exc.errors:
-                cls.logger.error(error)
-            cls.logger.error("Config validation failed")
-            ctx.exit(1)
-        try:
-            checked = tap.check_connection()
-        except (ConnectionCheckError, FatalAPIError) as exc:
-            cls.logger.error("Connection test failed: %s", mask(str(exc)))
-            ctx.exit(1)
-        cls.logger.info("Connection test passed: %s", checked)
-        ctx.exit()

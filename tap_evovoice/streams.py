@@ -30,7 +30,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from billing_toolkit.http import describe_response_failure
-from billing_toolkit.stream import ResponseShapeError, WindowedRESTStream, WindowQuery
+from billing_toolkit.stream import ResponseShapeError, WindowedRESTStream, WindowPass
 from billing_toolkit.windows import DateWindow, plan_periods
 from tap_evovoice.auth import EvoAuth, LoginError
 
@@ -128,9 +128,6 @@ class EvoStream(WindowedRESTStream):
         accounts = list(dict.fromkeys(self.config.get("account_ids") or []))
         return [{"accountId": a} for a in accounts] or None
 
-    def get_new_paginator(self) -> None:
-        return None  # one answer per period
-
     # -- periods ---------------------------------------------------------------------------
 
     def split_range(self, start: dt.datetime, end: dt.datetime) -> list[DateWindow]:
@@ -143,7 +140,7 @@ class EvoStream(WindowedRESTStream):
             windows[0] = DateWindow(first, windows[0].end)
         return windows
 
-    def record_in_window(self, record: dict[str, t.Any], low: str, high: str) -> bool:
+    def record_in_window(self, record: dict[str, t.Any], window: DateWindow) -> bool:
         return True  # a figure is the period itself
 
     @staticmethod
@@ -151,9 +148,10 @@ class EvoStream(WindowedRESTStream):
         """The first and last (inclusive) day a window covers; a cut-short last day counts."""
         return window.start.date(), (window.end - dt.timedelta(microseconds=1)).date()
 
-    def answer_key(self, context: Context | None) -> tuple[t.Any, ...]:
-        query = WindowQuery.from_context(context)
-        return ((context or {}).get("accountId"), query.window.start, query.window.end)
+    @staticmethod
+    def answer_key(p: WindowPass) -> tuple[t.Any, ...]:
+        """Which answer a pass reads: its account and period."""
+        return (p.part("accountId"), p.window.start, p.window.end)
 
     # -- answers ----------------------------------------------------------------------------
 
@@ -185,13 +183,6 @@ class EvoStream(WindowedRESTStream):
         self._relogged = False
 
     _relogged = False
-
-    #: The partition and window of the request being answered (parse_response has only the answer).
-    _answer_context: Context | None = None
-
-    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        self._answer_context = context
-        yield from super().request_records(context)
 
     def not_found(self) -> str:
         return f"no {self.service} service at {self.url_base}{self.path} (HTTP 404): check api_url"
@@ -236,35 +227,38 @@ class AIUsageStream(EvoStream):
     def not_found(self) -> str:
         return not_deployed(self.url_base)
 
-    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
-        first, last = self.period_days(WindowQuery.from_context(context).window)
-        end = last if self.config.get("end_date_inclusive", True) else last + dt.timedelta(days=1)
+    def request_params(self, p: WindowPass, token: t.Any) -> dict[str, t.Any]:
+        first, last = self.period_days(p.window)
+        end = last if self.config["end_date_inclusive"] else last + dt.timedelta(days=1)
         params = {"startDate": first.isoformat(), "endDate": end.isoformat()}
-        if context and context.get("accountId"):
-            params["accountId"] = context["accountId"]
+        if p.part("accountId"):
+            params["accountId"] = p.part("accountId")
         return params
 
     # -- one request, two streams -----------------------------------------------------------
 
-    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        kept = self.answers.take((*self.answer_key(context), self.part))
+    def read_pages(self, p: WindowPass) -> t.Iterator[dict[str, t.Any]]:
+        kept = self.answers.take((*self.answer_key(p), self.part))
         if kept is not None:
-            yield from self._records(kept, context)
+            yield from self._records(kept, p)
             return
-        self._answer_key = self.answer_key(context)
-        yield from super().request_records(context)
+        yield from super().read_pages(p)
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
+    def parse_page(
+        self, response: requests.Response, p: WindowPass
+    ) -> t.Iterable[dict[str, t.Any]]:
         body = self.decoded_body(response)
         other = self.answers.streams.get(self.other_part)
         if other is not None and other.selected:
-            self.answers.keep((*self._answer_key, self.other_part), body.get(self.other_part) or [])
-        yield from self._records(body.get(self.part) or [], self._answer_context, response)
+            self.answers.keep(
+                (*self.answer_key(p), self.other_part), body.get(self.other_part) or []
+            )
+        yield from self._records(body.get(self.part) or [], p, response)
 
     def _records(
-        self, rows: list[t.Any], context: Context | None, response: requests.Response | None = None
+        self, rows: list[t.Any], p: WindowPass, response: requests.Response | None = None
     ) -> t.Iterator[dict[str, t.Any]]:
-        first, last = self.period_days(WindowQuery.from_context(context).window)
+        first, last = self.period_days(p.window)
         wanted = set(self.config.get("customer_ids") or [])
         for row in rows:
             if (
@@ -333,11 +327,11 @@ class BillingCustomersStream(EvoStream):
             return
         yield from super().get_records(context)
 
-    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
-        first, last = self.period_days(WindowQuery.from_context(context).window)
+    def request_params(self, p: WindowPass, token: t.Any) -> dict[str, t.Any]:
+        first, last = self.period_days(p.window)
         # GetBilling counts both days in full (documented), whatever end_date_inclusive says.
         return {
-            "accountId": (context or {}).get("accountId"),
+            "accountId": p.part("accountId"),
             "startDate": first.isoformat(),
             "endDate": last.isoformat(),
         }
@@ -345,10 +339,11 @@ class BillingCustomersStream(EvoStream):
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
         self.check_answer(body, response, ("customers",))
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
-        context = self._answer_context
-        first, last = self.period_days(WindowQuery.from_context(context).window)
-        account = (context or {}).get("accountId")
+    def parse_page(
+        self, response: requests.Response, p: WindowPass
+    ) -> t.Iterable[dict[str, t.Any]]:
+        first, last = self.period_days(p.window)
+        account = p.part("accountId")
         wanted = set(self.config.get("customer_ids") or [])
         for row in self.decoded_body(response).get("customers") or []:
             if not isinstance(row, dict) or not isinstance(row.get("customerId"), str):

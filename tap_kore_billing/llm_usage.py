@@ -40,7 +40,7 @@ from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
 from billing_toolkit.http import describe_response_failure
-from billing_toolkit.stream import ResponseShapeError, WindowQuery
+from billing_toolkit.stream import ResponseShapeError, WindowPass
 from billing_toolkit.timestamps import format_timestamp, parse_timestamp
 from tap_kore_billing.streams import KoreStream
 
@@ -93,9 +93,6 @@ class ShortPagePaginator(BaseAPIPaginator[int]):
             return None
         self._longest = rows
         return self.current_value + rows
-
-    def continue_if_empty(self, response: requests.Response) -> bool:
-        return True
 
 
 class LLMUsageLogsStream(KoreStream):
@@ -169,19 +166,17 @@ class LLMUsageLogsStream(KoreStream):
 
     @property
     def page_size(self) -> int:
-        return int(self.config.get("llm_page_size", 100))
+        return int(self.config["llm_page_size"])
 
     def get_url(self, context: Context | None) -> str:
         bot = (context or {}).get("bot_id")
         return f"{self.url_base}/api/1.1/public/bot/{bot}/getLLMUsageLogs"
 
-    def get_new_paginator(self) -> ShortPagePaginator:
+    def new_paginator(self, p: WindowPass) -> ShortPagePaginator:
         return ShortPagePaginator(self)
 
-    def prepare_request_payload(
-        self, context: Context | None, next_page_token: t.Any
-    ) -> dict[str, t.Any]:
-        window = WindowQuery.from_context(context).window
+    def request_body(self, p: WindowPass, token: t.Any) -> dict[str, t.Any]:
+        window = p.window
         last = window.end.date()
         if window.end != dt.datetime.combine(last, dt.time(), window.end.tzinfo):
             last += dt.timedelta(days=1)  # the window ends inside that day
@@ -190,8 +185,8 @@ class LLMUsageLogsStream(KoreStream):
             "dateTo": last.isoformat(),
             # As in the documented sample, limit and skip travel as text.
             "limit": str(self.page_size),
-            "skip": str(int(next_page_token or 0)),
-            "isDeveloper": bool(self.config.get("llm_include_developer_usage", False)),
+            "skip": str(int(token or 0)),
+            "isDeveloper": bool(self.config["llm_include_developer_usage"]),
         }
 
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
@@ -199,7 +194,9 @@ class LLMUsageLogsStream(KoreStream):
             msg = "the answer is not a JSON array of usage rows"
             raise ResponseShapeError(describe_response_failure(response, msg))
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
+    def parse_page(
+        self, response: requests.Response, p: WindowPass
+    ) -> t.Iterable[dict[str, t.Any]]:
         for row in self.decoded_body(response):
             yield self._call(row, response)
 

@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 import math
 import typing as t
+from dataclasses import dataclass, field
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
@@ -20,7 +21,7 @@ from billing_toolkit.http import RollingRateLimiter, decode_item, describe_respo
 from billing_toolkit.stream import (
     ResponseShapeError,
     WindowedRESTStream,
-    WindowQuery,
+    WindowPass,
     WindowTooLarge,
 )
 from billing_toolkit.windows import DateWindow
@@ -76,9 +77,6 @@ class SkipLimitPaginator(BaseAPIPaginator[int]):
             raise ResponseShapeError(describe_response_failure(response, msg))
         return self.current_value + len(sessions)
 
-    def continue_if_empty(self, response: requests.Response) -> bool:
-        return True
-
 
 class KoreStream(WindowedRESTStream):
     """What every Kore.ai stream shares: the host, the JWT, the scope, the bots, and one rate budget
@@ -116,11 +114,11 @@ class KoreStream(WindowedRESTStream):
     #: The partition key that names a bot (each stream's records carry it under this name).
     bot_key: t.ClassVar[str] = "botId"
 
-    def throttle_key(self, context: Context | None) -> str:
+    def throttle_key(self, partition: Context | None) -> str:
         """Per bot on the Bot Builder routes; per account on the Admin routes (documented limits)."""
         if self.scope == "admin":
             return "admin"
-        return str((context or {}).get(self.bot_key) or "admin")
+        return str((partition or {}).get(self.bot_key) or "admin")
 
     def validate_response(self, response: requests.Response) -> None:
         if response.status_code != 200 and RATE_LIMIT_TEXT in response.text[:2000].lower():
@@ -138,6 +136,20 @@ def budget_of(config: t.Mapping[str, t.Any]) -> RollingRateLimiter:
             (int(config.get("max_requests_per_hour", 1500)), 3600.0),
         ]
     )
+
+
+@dataclass(eq=False)
+class SessionsPass(WindowPass):
+    """A pass over a window of sessions: the order check and the totals its pages reported."""
+
+    #: Canonical UTC text of the billing start listed before (the API lists newest first): each
+    #: billing start is at most the one listed before it, within one pass.
+    order_anchor: str = ""
+    #: (total, sessions on the page) of each page of the pass.
+    page_totals: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.order_anchor = self.order_anchor or self.window.end_text
 
 
 class BillingSessionsStream(KoreStream):
@@ -162,6 +174,7 @@ class BillingSessionsStream(KoreStream):
     window_rereads = 2
     path = "getBillingSessionsDetails"  # for metrics; get_url builds the scope's full route
     min_window = dt.timedelta(minutes=1)
+    pass_type = SessionsPass
 
     schema = th.PropertiesList(
         th.Property("billingSessionId", th.StringType, required=True),
@@ -254,24 +267,25 @@ class BillingSessionsStream(KoreStream):
             minutes,
         )
 
-    def get_new_paginator(self) -> SkipLimitPaginator:
+    def new_paginator(self, p: WindowPass) -> SkipLimitPaginator:
         return SkipLimitPaginator(self)
 
-    def prepare_request_payload(
-        self, context: Context | None, next_page_token: t.Any
-    ) -> dict[str, t.Any]:
-        query = WindowQuery.from_context(context)
+    def request_body(self, p: WindowPass, token: t.Any) -> dict[str, t.Any]:
         payload: dict[str, t.Any] = {
-            "fromDate": kore_date(query.window.start - BOUNDARY_GUARD),
-            "toDate": kore_date(query.window.end),
-            "skip": int(next_page_token or 0),
-            "limit": int(self.config.get("page_size", 100)),
+            "fromDate": kore_date(p.window.start - BOUNDARY_GUARD),
+            "toDate": kore_date(p.window.end),
+            "skip": int(token or 0),
+            "limit": self.page_size,
         }
-        if context and context.get("channel"):
-            payload["channel"] = context["channel"]
-        if self.scope == "admin" and context and context.get("botId"):
-            payload["botId"] = context["botId"]
+        if p.part("channel"):
+            payload["channel"] = p.part("channel")
+        if self.scope == "admin" and p.part("botId"):
+            payload["botId"] = p.part("botId")
         return payload
+
+    @property
+    def page_size(self) -> int:
+        return int(self.config["page_size"])
 
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
         if not isinstance(body, dict):
@@ -291,14 +305,10 @@ class BillingSessionsStream(KoreStream):
             raise ResponseShapeError(
                 describe_response_failure(response, "'moreAvailable' is not true or false")
             )
-        total = body.get("total")
-        if not isinstance(total, int) or isinstance(total, bool):
-            total = None
-        else:
-            self._page_totals.append((total, len(sessions)))
+        total = page_total(body)
         if more is None:
             # The older API does not page: one answer per window, which may be cut.
-            limit = int(self.config.get("page_size", 100))
+            limit = self.page_size
             if len(sessions) >= limit:
                 raise WindowTooLarge(
                     f"{len(sessions)} sessions, as many as the limit asked for, and no "
@@ -309,51 +319,46 @@ class BillingSessionsStream(KoreStream):
                     f"the API returned {len(sessions)} of {total} sessions and does not page"
                 )
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
-        window = self.current_window
-        assert window is not None  # pages are only read inside a window
-        for raw in self.decoded_body(response).get("sessions") or []:
+    def parse_page(
+        self, response: requests.Response, p: WindowPass
+    ) -> t.Iterable[dict[str, t.Any]]:
+        assert isinstance(p, SessionsPass)
+        body = self.decoded_body(response)
+        sessions = body.get("sessions") or []
+        total = page_total(body)
+        if total is not None:
+            p.page_totals.append((total, len(sessions)))
+        for raw in sessions:
             try:
                 item = decode_item(raw)
             except ValueError as exc:
                 msg = f"a session is not valid JSON ({exc})"
                 raise ResponseShapeError(describe_response_failure(response, msg)) from None
-            record = self._session(item, response, window)
-            yield record
+            yield self._session(item, response, p)
 
-    #: Canonical UTC text of the billing start listed before (the API lists newest first).
-    _order_anchor: str = "9999"
-    #: (total, sessions on the page) of each page of the current pass.
-    _page_totals: list[tuple[int, int]] = []  # noqa: RUF012 - replaced per pass in start_window
-
-    def start_window(self, context: Context | None, window: DateWindow) -> None:
-        super().start_window(context, window)
-        # The API lists newest first: each billing start is at most the one listed before it,
-        # within one partition's pass over one window.
-        self._order_anchor = window.end_text
-        self._page_totals = []
-
-    def window_changed_while_read(self) -> bool:
+    def window_changed_while_read(self, p: WindowPass) -> bool:
         """A ``total`` that counts matches and changed between pages means the window moved.
 
         Where every page's ``total`` equals its own sessions (as in the documented samples), it
         counts the page: its changes say nothing. A shifted listing is caught by the stream
         anyway (a session met twice in one pass).
         """
-        totals = self._page_totals
+        assert isinstance(p, SessionsPass)
+        totals = p.page_totals
         counts_matches = any(total != count for total, count in totals)
         return counts_matches and len({total for total, _ in totals}) > 1
 
     def newest_session(self, response: requests.Response, window: DateWindow) -> str:
         """The newest session of an answer, raw and read under ``timezone``, in words: what a user
         holds against the Kore.ai dashboard to check the zone the API writes its times in."""
-        self.start_window(None, window)
+        p = self.new_pass(None, window)
+        assert isinstance(p, SessionsPass)
         sessions = []
         for raw in self.decoded_body(response).get("sessions") or []:
             item = decode_item(raw)
             if isinstance(item, dict) and item.get("billingSessionId"):
                 text = {f: item.get(f) for f in LOCAL_TIME_FIELDS}
-                sessions.append((self._session(dict(item), response, window), text))
+                sessions.append((self._session(dict(item), response, p), text))
         if not sessions:
             return (
                 f"No session between {window.start_text} and {window.end_text} to check timezone "
@@ -372,7 +377,9 @@ class BillingSessionsStream(KoreStream):
             "set timezone to the zone the API writes in (README, 'Choosing timezone')."
         )
 
-    def _session(self, item: t.Any, response: requests.Response, window: t.Any) -> dict[str, t.Any]:
+    def _session(
+        self, item: t.Any, response: requests.Response, p: SessionsPass
+    ) -> dict[str, t.Any]:
         if not isinstance(item, dict) or not item.get("billingSessionId"):
             msg = f"a session without billingSessionId: {item!r}"
             raise ResponseShapeError(describe_response_failure(response, msg))
@@ -383,11 +390,11 @@ class BillingSessionsStream(KoreStream):
             start = resolve_start(
                 str(item.get(field)),
                 zone,
-                window.start_text,
-                window.end_text,
-                self._order_anchor,
+                p.window.start_text,
+                p.window.end_text,
+                p.order_anchor,
             )
-            self._order_anchor = start
+            p.order_anchor = start
             record[field] = start
             field = "conversationSessionStartDateTime"
             if item.get(field):
@@ -399,6 +406,12 @@ class BillingSessionsStream(KoreStream):
             msg = f"session {item['billingSessionId']}: field {field!r}: {exc}"
             raise ResponseShapeError(describe_response_failure(response, msg)) from None
         return record
+
+
+def page_total(body: dict[str, t.Any]) -> int | None:
+    """The page's ``total``, when it is a whole number."""
+    total = body.get("total")
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 def kore_date(moment: dt.datetime) -> str:

@@ -18,9 +18,9 @@ Each window holds whole UTC periods (the answer's buckets are UTC, ``…T00:00:0
 bookmark inside a period (the lookback, or the period still running when the last run ended) reads
 that period whole again: a figure that can still grow is refreshed, never cut.
 
-The job flow runs as the SDK's paging loop: the first "page" is the POST, each further page a status
-poll; :class:`SummaryJobPaginator` decides, from each answer, whether to poll again, start again or
-stop.
+The job flow runs as the stream's paging loop: the first "page" is the POST, each further page a
+status poll; :class:`SummaryJobPaginator` decides, from each answer, whether to poll again, start
+again or stop, and ``parse_page`` reads where it stands from the pass (``p.paginator``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
 from billing_toolkit.http import describe_response_failure
-from billing_toolkit.stream import ResponseShapeError, WindowQuery
+from billing_toolkit.stream import PageRequest, ResponseShapeError, WindowPass
 from billing_toolkit.timestamps import format_timestamp, parse_timestamp
 from billing_toolkit.windows import DateWindow, next_period, plan_periods
 from tap_kore_billing.streams import MAX_WINDOW_DAYS, KoreStream, kore_date
@@ -43,7 +43,6 @@ from tap_kore_billing.streams import MAX_WINDOW_DAYS, KoreStream, kore_date
 if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
-    from singer_sdk.streams.rest import HTTPRequest, PageContext
 
 UTC = dt.timezone.utc
 #: ``granularity`` setting -> the API's ``groupByPeriod``.
@@ -195,9 +194,6 @@ class SummaryJobPaginator(BaseAPIPaginator[JobStep | None]):
         time.sleep(pause)
         return dataclasses.replace(step, polls=step.polls + 1)
 
-    def continue_if_empty(self, response: requests.Response) -> bool:
-        return True  # the job's answers before the figures hold no record
-
 
 class BillingUsageSummaryStream(KoreStream):
     """One record per (bot or ``ALL``, period start, unit) with the vendor's figure.
@@ -248,15 +244,15 @@ class BillingUsageSummaryStream(KoreStream):
 
     @property
     def granularity(self) -> str:
-        return str(self.config.get("summary_granularity", "day"))
+        return str(self.config["summary_granularity"])
 
     @property
     def job_attempts(self) -> int:
-        return int(self.config.get("summary_job_attempts", 3))
+        return int(self.config["summary_job_attempts"])
 
     @property
     def job_max_wait(self) -> float:
-        return int(self.config.get("summary_job_max_wait_seconds", 600))
+        return int(self.config["summary_job_max_wait_seconds"])
 
     _unchecked_jobs = False
 
@@ -281,7 +277,7 @@ class BillingUsageSummaryStream(KoreStream):
     def poll_pause(self, polls: int) -> float:
         """Seconds before the next status poll: doubling from ``summary_poll_milliseconds``, at
         most 30."""
-        first = int(self.config.get("summary_poll_milliseconds", 2000)) / 1000
+        first = int(self.config["summary_poll_milliseconds"]) / 1000
         return min(30.0, first * 2 ** min(polls, 16))
 
     @property
@@ -292,54 +288,37 @@ class BillingUsageSummaryStream(KoreStream):
         size = min(self.window_settings.window_size, dt.timedelta(days=MAX_WINDOW_DAYS))
         return plan_periods(start, end, self.granularity, max_span=size)
 
-    def get_new_paginator(self) -> SummaryJobPaginator:
-        # parse_response reads where the job flow stands (is this answer our job's?) from it.
-        self._jobs = SummaryJobPaginator(self)
-        return self._jobs
+    def new_paginator(self, p: WindowPass) -> SummaryJobPaginator:
+        return SummaryJobPaginator(self)
 
-    _jobs: SummaryJobPaginator | None = None
-
-    def _route(self, context: Context | None) -> str:
-        bot = (context or {}).get("bot")
+    def _route(self, partition: Context | None) -> str:
+        bot = (partition or {}).get("bot")
         if self.scope == "bot" and bot:
             return f"{self.url_base}/api/public/bot/{bot}/billingsessionsummary"
-        return self.url_base + str(
-            self.config.get("summary_admin_path", "/api/public/bots/billingsessionsummary")
-        )
+        return self.url_base + str(self.config["summary_admin_path"])
 
-    def get_http_request(self, *, page: PageContext) -> HTTPRequest:
-        request = super().get_http_request(page=page)
-        step: JobStep | None = page.next_page_token
-        route = self._route(page.stream_context)
-        if step is not None and step.job_id is not None:
-            request.method, request.url = "GET", route + "/status"
-            request.params, request.data = {"type": "summary"}, None
-        else:
-            request.url = route
-        return request
-
-    def prepare_request_payload(
-        self, context: Context | None, next_page_token: t.Any
-    ) -> dict[str, t.Any]:
-        window = WindowQuery.from_context(context).window
+    def page_request(self, p: WindowPass, token: JobStep | None) -> PageRequest:
+        """The POST that starts a job, or (once a job is known) the poll of its status."""
+        route = self._route(p.partition)
+        if token is not None and token.job_id is not None:
+            return PageRequest("GET", route + "/status", {"type": "summary"})
         payload: dict[str, t.Any] = {
-            "fromDate": kore_date(window.start),
-            "toDate": kore_date(window.end),
+            "fromDate": kore_date(p.window.start),
+            "toDate": kore_date(p.window.end),
             "unitType": list(UNIT_TYPES),
             "groupByBot": "no",
             "groupByPeriod": GROUP_BY_PERIOD[self.granularity],
         }
-        bot = (context or {}).get("bot")
+        bot = p.part("bot")
         if self.scope == "admin" and bot:
             payload["streamIds"] = [bot]
             payload["groupByBot"] = "yes"
-        return payload
+        return PageRequest("POST", route, None, payload)
 
     def validate_response(self, response: requests.Response) -> None:
         if response.status_code == 404 and response.request.method == "GET":
             # The status route lost the job (the route itself answered the POST).
-            self._decoded[response] = {"status": VANISHED}
-            self._last_response = response
+            self.keep_decoded(response, {"status": VANISHED})
             return
         super().validate_response(response)
 
@@ -357,20 +336,20 @@ class BillingUsageSummaryStream(KoreStream):
             msg = "a status answer without status"
             raise ResponseShapeError(describe_response_failure(response, msg))
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
-        if response.request.method != "GET" or self._jobs is None:
+    def parse_page(
+        self, response: requests.Response, p: WindowPass
+    ) -> t.Iterable[dict[str, t.Any]]:
+        if response.request.method != "GET" or p.paginator is None:
             return
         body = self.decoded_body(response)
-        if not our_figures(self._jobs.current_value, body):
+        if not our_figures(p.paginator.current_value, body):
             return
-        window = self.current_window
-        assert window is not None  # pages are only read inside a window
         data = (body.get("response") or {}).get("data")
         entries = [data] if isinstance(data, dict) else data
         if not isinstance(entries, list):
             msg = "a finished job without response.data"
             raise ResponseShapeError(describe_response_failure(response, msg))
-        named = self._partition_bot
+        named = p.part("bot")
         if named and len(entries) > 1:
             msg = f"figures of {len(entries)} bots where one bot ({named}) was asked for"
             raise ResponseShapeError(describe_response_failure(response, msg))
@@ -407,9 +386,3 @@ class BillingUsageSummaryStream(KoreStream):
                 "unit": unit,
                 "value": value,
             }
-
-    _partition_bot: str | None = None
-
-    def start_window(self, context: Context | None, window: DateWindow) -> None:
-        super().start_window(context, window)
-        self._partition_bot = (context or {}).get("bot")

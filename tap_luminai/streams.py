@@ -15,7 +15,7 @@ from billing_toolkit.stream import (
     BodyTokenPaginator,
     ResponseShapeError,
     WindowedRESTStream,
-    WindowQuery,
+    WindowPass,
 )
 from billing_toolkit.timestamps import format_timestamp, normalize_timestamp
 
@@ -75,29 +75,26 @@ class BillingEventsStream(WindowedRESTStream):
         hosts = self.config.get("hosts") or []
         return [{"host_id": host} for host in dict.fromkeys(hosts)] or None
 
-    def query_keys(self, context: Context | None) -> list[str]:
+    def query_keys(self, partition: Context | None) -> list[str]:
         """The event types, each with its own bookmark; ``[]`` is one key: every type."""
         types = self.config.get("event_types")
         if types is None:
             types = DEFAULT_TYPES
         return sorted(set(types)) or [ALL_TYPES]
 
-    def get_new_paginator(self) -> BodyTokenPaginator:
+    def new_paginator(self, p: WindowPass) -> BodyTokenPaginator:
         return BodyTokenPaginator(lambda response: self.decoded_body(response).get("next_token"))
 
-    def prepare_request_payload(
-        self, context: Context | None, next_page_token: t.Any
-    ) -> dict[str, t.Any]:
-        query = WindowQuery.from_context(context)
+    def request_body(self, p: WindowPass, token: t.Any) -> dict[str, t.Any]:
         payload: dict[str, t.Any] = {
-            "type": "" if query.keys == (ALL_TYPES,) else ",".join(query.keys),
-            "start": format_timestamp(query.window.start - BOUNDARY_GUARD),
-            "end": query.window.end_text,
+            "type": "" if p.keys == (ALL_TYPES,) else ",".join(p.keys),
+            "start": format_timestamp(p.window.start - BOUNDARY_GUARD),
+            "end": p.window.end_text,
         }
-        if context and context.get("host_id"):
-            payload["host"] = context["host_id"]
-        if next_page_token:
-            payload["start_token"] = next_page_token
+        if p.part("host_id"):
+            payload["host"] = p.part("host_id")
+        if token:
+            payload["start_token"] = token
         return payload
 
     def validate_body(self, body: t.Any, response: requests.Response) -> None:
@@ -116,7 +113,9 @@ class BillingEventsStream(WindowedRESTStream):
         if not isinstance(items, list):
             raise ResponseShapeError(describe_response_failure(response, "'items' is not a list"))
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
+    def parse_page(
+        self, response: requests.Response, p: WindowPass
+    ) -> t.Iterable[dict[str, t.Any]]:
         for item in self.decoded_body(response).get("items") or []:
             yield self._event(item, response)
 
