@@ -25,9 +25,18 @@ import math
 import typing as t
 from dataclasses import dataclass, field
 
-from billing_sandbox.evovoice import DailyUsage, EvoAPI, EvoSettings, generate_usage
+from billing_sandbox import registry
+from billing_sandbox.credentials import (
+    EVO_PASSWORD,
+    EVO_USERNAME,
+    KORE_CLIENT_ID,
+    KORE_CLIENT_SECRET,
+    LUMIN_TOKEN,
+)
+from billing_sandbox.evovoice import DayIndexedEvoAPI, EvoSettings, generate_usage
 from billing_sandbox.kore import BOTS, KoreAPI, KoreSettings, generate_sessions
 from billing_sandbox.luminai import EVENT_TYPES, LuminAPI, LuminSettings, generate_events
+from billing_sandbox.registry import TapEntry
 from billing_sandbox.server import SandboxAPI
 from billing_toolkit.windows import plan_windows
 
@@ -41,24 +50,12 @@ EVO_CUSTOMERS = 10
 #: Expected records a day: each customer has a row on ~80% of days, each account one row a day.
 EVO_RECORDS_PER_DAY = EVO_ACCOUNTS * (EVO_CUSTOMERS * 0.8 + 1)
 
-#: Credentials of the benchmark sandboxes only; the harness checks no output shows them.
-LUMIN_TOKEN = "bench-lumin-token-4f9a2c71"
-KORE_CLIENT_ID = "cs-bench-client-0b7e"
-KORE_CLIENT_SECRET = "bench-kore-secret-d2c8a615"
-EVO_USERNAME = "bench-evo-admin"
-EVO_PASSWORD = "bench-evo-password-7e31b9"
-#: The HS256 JWT header every minted token starts with.
-JWT_HEADER_PREFIX = "eyJhbGciOiAiSFMyNTYi"
-SECRETS = (LUMIN_TOKEN, KORE_CLIENT_SECRET, EVO_PASSWORD, JWT_HEADER_PREFIX)
-
 
 @dataclass
 class Workload:
     """One tap against one dataset: what to start, what it must emit, what it may ask."""
 
-    tap: str  # e.g. "tap-luminai"
-    module: str  # python -m MODULE runs the tap as shipped
-    tap_class: str  # module:Class, for the SDK-default launcher
+    entry: TapEntry  # the tap, from the registry
     bare_api: str  # bench.bare_loop's name of the API
     api: SandboxAPI
     config_for: t.Callable[[str], dict[str, t.Any]]  # base URL -> tap config
@@ -66,6 +63,20 @@ class Workload:
     minimum_requests: int
     windows: int
     shape: dict[str, t.Any] = field(default_factory=dict)
+
+    @property
+    def tap(self) -> str:
+        return self.entry.name
+
+    @property
+    def module(self) -> str:
+        """``python -m MODULE`` runs the tap as shipped."""
+        return self.entry.package
+
+    @property
+    def tap_class(self) -> str:
+        """``module:Class``, for the SDK-default launcher."""
+        return self.entry.target
 
 
 def _pages(count: int, page_size: int) -> int:
@@ -98,9 +109,7 @@ def luminai(size: int, *, seed: int = 3, page_size: int = LUMIN_PAGE_SIZE) -> Wo
         }
 
     return Workload(
-        tap="tap-luminai",
-        module="tap_luminai",
-        tap_class="tap_luminai.tap:TapLuminai",
+        entry=registry.entry("tap-luminai"),
         bare_api="luminai",
         api=api,
         config_for=config,
@@ -154,9 +163,7 @@ def kore(size: int, *, seed: int = 1, page_size: int = KORE_PAGE_SIZE) -> Worklo
         }
 
     return Workload(
-        tap="tap-kore-billing",
-        module="tap_kore_billing",
-        tap_class="tap_kore_billing.tap:TapKoreBilling",
+        entry=registry.entry("tap-kore-billing"),
         bare_api="kore",
         api=api,
         config_for=config,
@@ -171,41 +178,6 @@ def kore(size: int, *, seed: int = 1, page_size: int = KORE_PAGE_SIZE) -> Worklo
             "page_size": page_size,
         },
     )
-
-
-class DayIndexedEvoAPI(EvoAPI):
-    """EvoAPI whose totals read only the days asked (the original scans every row per request).
-
-    Same answers, byte for byte (the smoke test compares them): a 1M-record warm-up pass would
-    otherwise cost days x rows.
-    """
-
-    def __init__(self, rows: list[DailyUsage], settings: EvoSettings | None = None) -> None:
-        self._by_day: dict[dt.date, list[DailyUsage]] = collections.defaultdict(list)
-        super().__init__(rows, settings)
-        for row in rows:
-            self._by_day[row.day].append(row)
-
-    def add_rows(self, rows: list[DailyUsage]) -> None:
-        super().add_rows(rows)
-        with self._lock:
-            for row in rows:
-                self._by_day[row.day].append(row)
-
-    def totals(
-        self, first: dt.date, last: dt.date, account: str | None = None
-    ) -> tuple[dict, dict]:
-        by_account: dict[str, int] = {}
-        by_customer: dict[tuple[str, str], int] = {}
-        day = first
-        while day <= last:
-            for row in self._by_day.get(day, ()):
-                if account is None or row.account_id == account:
-                    by_account[row.account_id] = by_account.get(row.account_id, 0) + row.minutes
-                    key = (row.account_id, row.customer_id)
-                    by_customer[key] = by_customer.get(key, 0) + row.minutes
-            day += dt.timedelta(days=1)
-        return by_account, by_customer
 
 
 def evo_accounts(count: int = EVO_ACCOUNTS) -> tuple[str, ...]:
@@ -236,9 +208,7 @@ def evovoice(size: int, *, seed: int = 4) -> Workload:
         }
 
     return Workload(
-        tap="tap-evovoice",
-        module="tap_evovoice",
-        tap_class="tap_evovoice.tap:TapEvoVoice",
+        entry=registry.entry("tap-evovoice"),
         bare_api="evovoice",
         api=api,
         config_for=config,

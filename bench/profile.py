@@ -22,14 +22,13 @@ from pathlib import Path
 from bench.datasets import BUILDERS
 from bench.runner import command_for, log, run_child
 from billing_sandbox.prebuilt import PrebuiltPages
+from billing_sandbox.registry import TAPS
 from billing_sandbox.server import SandboxServer
 
 PACKAGES = (
     "singer_sdk",
     "billing_toolkit",
-    "tap_luminai",
-    "tap_kore_billing",
-    "tap_evovoice",
+    *(tap.package for tap in TAPS),
     "requests",
     "urllib3",
     "jsonschema",

@@ -35,8 +35,9 @@ import typing as t
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.datasets import BUILDERS, SECRETS, Workload
+from bench.datasets import BUILDERS, Workload
 from bench.sdk_default import MARKER
+from billing_sandbox.credentials import SECRETS
 from billing_sandbox.prebuilt import PrebuiltPages
 from billing_sandbox.server import SandboxServer
 

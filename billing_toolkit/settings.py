@@ -170,40 +170,45 @@ class WindowSettings:
 
     start: dt.datetime
     end: dt.datetime
-    window_size: dt.timedelta
+    #: None where the tap plans calendar periods instead (Evo Voice declares no window size).
+    window_size: dt.timedelta | None
     lookback: dt.timedelta
 
 
 def window_settings(
-    config: t.Mapping[str, t.Any], *, now: dt.datetime | None = None
+    *,
+    start_date: str,
+    end_date: str | None,
+    window_size_days: float | None,
+    lookback_minutes: int,
+    now: dt.datetime | None = None,
 ) -> WindowSettings:
-    """Turn a validated config into the run's date range (``end`` defaults to ``now``)."""
-    end_value = config.get("end_date")
+    """The run's date range from validated settings (``end`` defaults to ``now``)."""
     current = now or utc_now()
     # A bookmark must never pass the present: events after it do not exist yet.
-    end = min(parse_timestamp(end_value), current) if end_value else current
+    end = min(parse_timestamp(end_date), current) if end_date else current
     return WindowSettings(
-        start=parse_timestamp(config["start_date"]),
+        start=parse_timestamp(start_date),
         end=end,
-        window_size=dt.timedelta(days=float(config.get("window_size_days", 1))),
-        lookback=dt.timedelta(minutes=int(config.get("lookback_minutes", 0))),
+        window_size=None if window_size_days is None else dt.timedelta(days=window_size_days),
+        lookback=dt.timedelta(minutes=lookback_minutes),
     )
 
 
-def retry_policy(config: t.Mapping[str, t.Any]) -> RetryPolicy:
+def retry_policy(*, max_tries: int, initial_delay: float, max_total_wait: float) -> RetryPolicy:
+    """How failed requests are retried: doubling waits from ``initial_delay``, each at most a
+    minute (or ``initial_delay`` when larger), ``max_tries`` attempts and ``max_total_wait``
+    seconds of waiting at most."""
     return RetryPolicy(
-        max_tries=int(config.get("retry_max_tries", 8)),
-        initial_delay=float(config.get("retry_initial_delay_seconds", 1)),
-        max_delay=max(60.0, float(config.get("retry_initial_delay_seconds", 1))),
-        max_total_wait=float(config.get("retry_max_wait_seconds", 600)),
+        max_tries=max_tries,
+        initial_delay=initial_delay,
+        max_delay=max(60.0, initial_delay),
+        max_total_wait=max_total_wait,
     )
 
 
-def timeouts(config: t.Mapping[str, t.Any]) -> Timeouts:
-    return Timeouts(
-        connect=float(config.get("connect_timeout_seconds", 10)),
-        read=float(config.get("read_timeout_seconds", 60)),
-    )
+def timeouts(*, connect: float, read: float) -> Timeouts:
+    return Timeouts(connect=connect, read=read)
 
 
 def validate_window_settings(

@@ -235,17 +235,31 @@ class WindowedRESTStream(StreamSeams, metaclass=abc.ABCMeta):
     @cached_property
     def window_settings(self) -> WindowSettings:
         """Date range, window size and lookback of this run."""
-        return common.window_settings(self.config)
+        config = self.config
+        size = config.get("window_size_days")  # not declared where windows are calendar periods
+        return common.window_settings(
+            start_date=config["start_date"],
+            end_date=config.get("end_date"),
+            window_size_days=None if size is None else float(size),
+            lookback_minutes=int(config["lookback_minutes"]),
+        )
 
     @cached_property
     def retry_policy(self) -> RetryPolicy:
         """How failed requests are retried."""
-        return common.retry_policy(self.config)
+        return common.retry_policy(
+            max_tries=int(self.config["retry_max_tries"]),
+            initial_delay=float(self.config["retry_initial_delay_seconds"]),
+            max_total_wait=float(self.config["retry_max_wait_seconds"]),
+        )
 
     @cached_property
     def timeouts(self) -> Timeouts:
         """Connect and read timeouts."""
-        return common.timeouts(self.config)
+        return common.timeouts(
+            connect=float(self.config["connect_timeout_seconds"]),
+            read=float(self.config["read_timeout_seconds"]),
+        )
 
     @cached_property
     def max_pages_per_window(self) -> int:
@@ -268,7 +282,9 @@ class WindowedRESTStream(StreamSeams, metaclass=abc.ABCMeta):
     def split_range(self, start: dt.datetime, end: dt.datetime) -> list[DateWindow]:
         """Cut ``[start, end)`` into windows: of ``window_size_days`` by default (override for
         calendar periods)."""
-        return plan_windows(start, end, self.window_settings.window_size)
+        size = self.window_settings.window_size
+        assert size is not None, f"{self.name} declares no window_size_days: plan its periods"
+        return plan_windows(start, end, size)
 
     def new_paginator(self, p: WindowPass) -> BaseAPIPaginator[t.Any] | None:
         """The paging of one pass over a window; None: the window is one page."""
@@ -316,6 +332,14 @@ class WindowedRESTStream(StreamSeams, metaclass=abc.ABCMeta):
 
     def throttle_key(self, partition: Context | None) -> str:
         """Which rate-limit budget a request of this partition spends (e.g. one per bot)."""
+        return ""
+
+    def describe_route(self, partition: Context | None) -> str:
+        """The route a request of this partition goes to, in words (for ``--test`` and errors)."""
+        return f"{self.http_method} {self.get_url(partition)}"
+
+    def connection_detail(self, response: requests.Response, window: DateWindow) -> str:
+        """What ``--test`` adds about the first page it read (e.g. a record to check by hand)."""
         return ""
 
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
@@ -594,7 +618,7 @@ class WindowedRESTStream(StreamSeams, metaclass=abc.ABCMeta):
             self.name,
             _partition_label(partition),
             len(plan.windows),
-            settings.window_size,
+            settings.window_size or "one period",
             plan.windows[0].start.isoformat(),
             plan.windows[-1].end.isoformat(),
             starts,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import sys
 import typing as t
+from dataclasses import dataclass
 
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
@@ -14,8 +16,9 @@ from billing_toolkit import settings
 from billing_toolkit.output import OrderedWriter
 from billing_toolkit.sdk_seams import TapSeams
 from billing_toolkit.secrets import install_log_masking, mask, register_secret
-from billing_toolkit.stream import BOOKMARKS_BY_KEY
+from billing_toolkit.stream import BOOKMARKS_BY_KEY, WindowedRESTStream
 from billing_toolkit.timestamps import normalize_timestamp
+from billing_toolkit.windows import DateWindow, period_start
 
 
 class ConnectionCheckError(FatalAPIError):
@@ -46,6 +49,32 @@ def explain_connection_failure(
     if "ConnectionError" in text or "Timeout" in text:
         return f"could not reach {url}: check api_url and the network. {text}"
     return text or type(error).__name__
+
+
+@dataclass(frozen=True)
+class ConnectionProbe:
+    """A tap's one cheap request for ``--test``, as data: the first page of one stream for one
+    short window at the end of the range, and what each failure means."""
+
+    #: The stream whose first page is read (its first partition, all its query keys).
+    stream: str
+    #: What a 401/403 means, and what a 404/405 or an answer that is not JSON means (``{url}`` is
+    #: the route asked, ``{base}`` the API root).
+    refused: str
+    missing: str
+    #: What a success says after the route, e.g. "accepted the token and answered a page".
+    passed: str
+    #: The window: the last ``span`` of the range, or with ``period`` (``day``) the UTC period
+    #: holding the range's last moment.
+    span: dt.timedelta = dt.timedelta(days=1)
+    period: str | None = None
+    #: (text found in the error, explanation) pairs checked before the status codes.
+    hints: tuple[tuple[str, str], ...] = ()
+
+    def window(self, end: dt.datetime) -> DateWindow:
+        if self.period:
+            return DateWindow(period_start(end - dt.timedelta(microseconds=1), self.period), end)
+        return DateWindow(end - self.span, end)
 
 
 class BillingTap(TapSeams):
@@ -143,3 +172,32 @@ class BillingTap(TapSeams):
             prefix = cls.name.upper().replace("-", "_") + "_"
             for name in names:
                 register_secret(os.environ.get(prefix + name.upper()))
+
+    def connection_probe(self) -> ConnectionProbe:
+        """The tap's one cheap request (see :class:`ConnectionProbe`)."""
+        raise NotImplementedError
+
+    def check_connection(self) -> str:
+        """Read the probe's page; say what was checked, or raise ConnectionCheckError saying, in
+        plain words, what the failure means."""
+        probe = self.connection_probe()
+        stream = self.streams[probe.stream]
+        assert isinstance(stream, WindowedRESTStream)
+        window = probe.window(stream.window_settings.end)
+        partitions = stream.partitions
+        partition = partitions[0] if partitions else None
+        route = stream.describe_route(partition)
+        try:
+            response = stream.probe(partition, window, tuple(stream.query_keys(partition)))
+        except Exception as exc:
+            url = stream.get_url(partition)
+            explained = explain_connection_failure(
+                exc,
+                url,
+                refused=probe.refused,
+                missing=probe.missing.format(url=url, base=stream.url_base),
+                hints=probe.hints,
+            )
+            raise ConnectionCheckError(f"{route}: {explained}") from exc
+        detail = stream.connection_detail(response, window) if response is not None else ""
+        return f"{route} {probe.passed}." + (f" {detail}" if detail else "")

@@ -113,7 +113,7 @@ class EvoStream(WindowedRESTStream):
 
     @property
     def url_base(self) -> str:
-        return str(self.config.get("api_url", "https://evovoice.io")).rstrip("/")
+        return str(self.config["api_url"]).rstrip("/")
 
     @property
     def authenticator(self) -> EvoAuth:
@@ -133,7 +133,7 @@ class EvoStream(WindowedRESTStream):
     def split_range(self, start: dt.datetime, end: dt.datetime) -> list[DateWindow]:
         """Calendar periods (UTC days or months), one a window, covering ``[start, end)``, cut to
         the range: a first period that starts before ``start_date`` starts there."""
-        period = str(self.config.get("granularity", "day"))
+        period = str(self.config["granularity"])
         windows = plan_periods(start, end, period, max_span=dt.timedelta(0))
         first = self.window_settings.start
         if windows and windows[0].start < first:

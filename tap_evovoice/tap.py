@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from singer_sdk import typing as th
 
 from billing_toolkit import settings as common
-from billing_toolkit.tap import BillingTap, ConnectionCheckError, explain_connection_failure
+from billing_toolkit.tap import BillingTap, ConnectionProbe
 from billing_toolkit.timestamps import parse_timestamp
-from billing_toolkit.windows import DateWindow
 from tap_evovoice.auth import EvoAuth
 from tap_evovoice.streams import (
     AIAccountUsageStream,
@@ -90,11 +87,14 @@ class TapEvoVoice(BillingTap):
 
     def discover_streams(self) -> list[EvoStream]:
         auth = EvoAuth(
-            api_url=str(self.config.get("api_url", "https://evovoice.io")),
-            username=str(self.config.get("username", "")),
-            password=str(self.config.get("password", "")),
-            method=str(self.config.get("auth_method", "basic")),
-            timeouts=common.timeouts(self.config),
+            api_url=str(self.config["api_url"]),
+            username=str(self.config["username"]),
+            password=str(self.config["password"]),
+            method=str(self.config["auth_method"]),
+            timeouts=common.timeouts(
+                connect=float(self.config["connect_timeout_seconds"]),
+                read=float(self.config["read_timeout_seconds"]),
+            ),
             ca_bundle=self.config.get("ca_bundle_path"),
         )
         answers = UsageAnswers(auth)
@@ -118,7 +118,7 @@ class TapEvoVoice(BillingTap):
             *common.validate_window_settings(config),
         ]
         username = config.get("username")
-        if config.get("auth_method", "basic") == "basic" and ":" in str(username or ""):
+        if config["auth_method"] == "basic" and ":" in str(username or ""):
             # RFC 7617: HTTP Basic cannot carry a user-id holding a colon.
             errors.append("username must not contain ':' with auth_method basic")
         for key in ("start_date", "end_date"):
@@ -137,34 +137,22 @@ class TapEvoVoice(BillingTap):
                 )
         return errors
 
-    def check_connection(self) -> str:
+    def connection_probe(self) -> ConnectionProbe:
         """One request for the last day of the range: checks host, credentials and role."""
-        stream = self.streams["ai_account_usage"]
-        assert isinstance(stream, AIUsageStream)
-        end = stream.window_settings.end
-        first = end.replace(hour=0, minute=0, second=0, microsecond=0)
-        window = DateWindow(first if first < end else first - dt.timedelta(days=1), end)
-        partition = stream.partitions[0] if stream.partitions else None
-        try:
-            stream.probe(partition, window)
-        except Exception as exc:
-            url = stream.url_base
-            raise ConnectionCheckError(
-                explain_connection_failure(
-                    exc,
-                    url,
-                    hints=[
-                        (
-                            "SystemAdministrator",
-                            "the user lacks the SystemAdministrator role that GetAIUsage requires",
-                        ),
-                        ("may not be deployed", "GetAIUsage is not at this api_url"),
-                    ],
-                    refused="Evo Voice refused the username or password",
-                    missing=f"no GetAIUsage service at {url}: check api_url",
-                )
-            ) from exc
-        return f"GET {stream.url_base}/ai/usage accepted the credentials and answered usage figures"
+        return ConnectionProbe(
+            stream="ai_account_usage",
+            period="day",
+            hints=(
+                (
+                    "SystemAdministrator",
+                    "the user lacks the SystemAdministrator role that GetAIUsage requires",
+                ),
+                ("may not be deployed", "GetAIUsage is not at this api_url"),
+            ),
+            refused="Evo Voice refused the username or password",
+            missing="no GetAIUsage service at {base}: check api_url",
+            passed="accepted the credentials and answered usage figures",
+        )
 
 
 if __name__ == "__main__":

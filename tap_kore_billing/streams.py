@@ -88,7 +88,7 @@ class KoreStream(WindowedRESTStream):
 
     @property
     def url_base(self) -> str:
-        return str(self.config.get("api_url", "https://platform.kore.ai")).rstrip("/")
+        return str(self.config["api_url"]).rstrip("/")
 
     @cached_property
     def scope(self) -> str:
@@ -132,8 +132,8 @@ def budget_of(config: t.Mapping[str, t.Any]) -> RollingRateLimiter:
     """The client-side throttle the settings ask for (one budget per bot or per account)."""
     return RollingRateLimiter(
         [
-            (int(config.get("max_requests_per_minute", 50)), 60.0),
-            (int(config.get("max_requests_per_hour", 1500)), 3600.0),
+            (int(config["max_requests_per_minute"]), 60.0),
+            (int(config["max_requests_per_hour"]), 3600.0),
         ]
     )
 
@@ -200,9 +200,7 @@ class BillingSessionsStream(KoreStream):
         bot = (context or {}).get("botId")
         if self.scope == "bot" and bot:
             return f"{self.url_base}/api/public/bot/{bot}/getBillingSessionsDetails"
-        return self.url_base + str(
-            self.config.get("admin_path", "/api/public/bots/getBillingSessionsDetails")
-        )
+        return self.url_base + str(self.config["admin_path"])
 
     def describe_route(self, context: Context | None) -> str:
         """The scope, route and bot of a request, in words (for ``--test`` and errors)."""
@@ -215,7 +213,7 @@ class BillingSessionsStream(KoreStream):
 
     @cached_property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(str(self.config.get("timezone", "UTC")))
+        return ZoneInfo(str(self.config["timezone"]))
 
     @property
     def partitions(self) -> list[dict[str, str]] | None:
@@ -239,8 +237,8 @@ class BillingSessionsStream(KoreStream):
         self._estimated = True
         partitions = len(self.partitions or [None])
         requests = len(plan.windows) * partitions
-        per_minute = int(self.config.get("max_requests_per_minute", 50))
-        per_hour = int(self.config.get("max_requests_per_hour", 1500))
+        per_minute = int(self.config["max_requests_per_minute"])
+        per_hour = int(self.config["max_requests_per_hour"])
         budgets = (
             1 if self.scope == "admin" else len({p.get("botId") for p in self.partitions or [{}]})
         )
@@ -348,7 +346,7 @@ class BillingSessionsStream(KoreStream):
         counts_matches = any(total != count for total, count in totals)
         return counts_matches and len({total for total, _ in totals}) > 1
 
-    def newest_session(self, response: requests.Response, window: DateWindow) -> str:
+    def connection_detail(self, response: requests.Response, window: DateWindow) -> str:
         """The newest session of an answer, raw and read under ``timezone``, in words: what a user
         holds against the Kore.ai dashboard to check the zone the API writes its times in."""
         p = self.new_pass(None, window)

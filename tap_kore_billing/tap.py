@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from singer_sdk import typing as th
 
 from billing_toolkit import settings as common
-from billing_toolkit.tap import BillingTap, ConnectionCheckError, explain_connection_failure
-from billing_toolkit.windows import DateWindow
+from billing_toolkit.tap import BillingTap, ConnectionProbe
 from tap_kore_billing.llm_usage import LLMUsageLogsStream
 from tap_kore_billing.streams import (
     MAX_WINDOW_DAYS,
@@ -209,7 +207,7 @@ class TapKoreBilling(BillingTap):
             config.get("client_id") and config.get("client_secret")
         ):
             errors.append("credentials missing: set client_id and client_secret (or jwt)")
-        zone = config.get("timezone", "UTC")
+        zone = config["timezone"]
         try:
             ZoneInfo(str(zone))
         except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Etc", a too-long name
@@ -221,11 +219,8 @@ class TapKoreBilling(BillingTap):
                 "scope bot needs bot_ids: the Bot Builder route is per bot; list the bots, or set "
                 "scope admin to read every bot of the account"
             )
-        for key, default in (
-            ("admin_path", DEFAULT_ADMIN_PATH),
-            ("summary_admin_path", DEFAULT_SUMMARY_ADMIN_PATH),
-        ):
-            errors += _path_errors(key, config.get(key, default))
+        for key in ("admin_path", "summary_admin_path"):
+            errors += _path_errors(key, config[key])
         errors += common.range_errors(
             config,
             [
@@ -240,29 +235,15 @@ class TapKoreBilling(BillingTap):
         )
         return errors
 
-    def check_connection(self) -> str:
+    def connection_probe(self) -> ConnectionProbe:
         """One request for the last day of the range: checks host, credentials and scope, and
         shows the newest session's raw times beside their UTC reading under ``timezone``."""
-        stream = BillingSessionsStream(self)
-        end = stream.window_settings.end
-        window = DateWindow(end - dt.timedelta(days=1), end)
-        partition = stream.partitions[0] if stream.partitions else None
-        route = stream.describe_route(partition)
-        try:
-            response = stream.probe(partition, window)
-        except Exception as exc:
-            url = stream.get_url(partition)
-            raise ConnectionCheckError(
-                f"{route}: "
-                + explain_connection_failure(
-                    exc,
-                    url,
-                    refused=REFUSED[stream.scope],
-                    missing=f"no Billing Sessions API at {url}: check api_url, scope, bot_ids or admin_path",
-                )
-            ) from exc
-        newest = stream.newest_session(response, window) if response is not None else None
-        return f"{route} accepted the credentials and answered a page. {newest or ''}".rstrip()
+        return ConnectionProbe(
+            stream="billing_sessions",
+            refused=REFUSED[scope_of(self.config)],
+            missing="no Billing Sessions API at {url}: check api_url, scope, bot_ids or admin_path",
+            passed="accepted the credentials and answered a page",
+        )
 
 
 def _path_errors(key: str, path: object) -> list[str]:

@@ -285,7 +285,8 @@ class BillingUsageSummaryStream(KoreStream):
         return [{"bot": b} for b in self.bot_ids] or None
 
     def split_range(self, start: dt.datetime, end: dt.datetime) -> list[DateWindow]:
-        size = min(self.window_settings.window_size, dt.timedelta(days=MAX_WINDOW_DAYS))
+        cap = dt.timedelta(days=MAX_WINDOW_DAYS)
+        size = min(self.window_settings.window_size or cap, cap)
         return plan_periods(start, end, self.granularity, max_span=size)
 
     def new_paginator(self, p: WindowPass) -> SummaryJobPaginator:

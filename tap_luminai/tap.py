@@ -7,8 +7,7 @@ import datetime as dt
 from singer_sdk import typing as th
 
 from billing_toolkit import settings as common
-from billing_toolkit.tap import BillingTap, ConnectionCheckError, explain_connection_failure
-from billing_toolkit.windows import DateWindow
+from billing_toolkit.tap import BillingTap, ConnectionProbe
 from tap_luminai.streams import ALL_TYPES, BillingEventsStream
 
 
@@ -76,26 +75,15 @@ class TapLuminai(BillingTap):
             *common.validate_window_settings(config),
         ]
 
-    def check_connection(self) -> str:
+    def connection_probe(self) -> ConnectionProbe:
         """One request for the last second of the range: checks URL, token and response shape."""
-        stream = BillingEventsStream(self)
-        end = stream.window_settings.end
-        window = DateWindow(end - dt.timedelta(seconds=1), end)
-        keys = tuple(stream.query_keys(None))
-        partition = stream.partitions[0] if stream.partitions else None
-        try:
-            stream.probe(partition, window, keys)
-        except Exception as exc:
-            url = str(self.config["api_url"])
-            raise ConnectionCheckError(
-                explain_connection_failure(
-                    exc,
-                    url,
-                    refused="the API refused the token: check the `token` setting",
-                    missing=f"no Billing API at {url}: check the `api_url` setting",
-                )
-            ) from exc
-        return f"POST {self.config['api_url']} accepted the token and answered a billing page"
+        return ConnectionProbe(
+            stream="billing_events",
+            span=dt.timedelta(seconds=1),
+            refused="the API refused the token: check the `token` setting",
+            missing="no Billing API at {base}: check the `api_url` setting",
+            passed="accepted the token and answered a billing page",
+        )
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tap_evovoice.tap import TapEvoVoice
-from tap_kore_billing.tap import TapKoreBilling
-from tap_luminai.tap import TapLuminai
+from billing_sandbox.registry import TAPS
 from tests.support import (
     EVO_END,
     EVO_START,
@@ -37,8 +35,8 @@ def _number_settings() -> frozenset[str]:
     """Settings of JSON type number: Meltano 4.4.1 cannot take them from the environment (a
     Decimal it cannot serialise), so the tests leave them to meltano.yml and the defaults."""
     names = set()
-    for tap in (TapLuminai, TapKoreBilling, TapEvoVoice):
-        for name, spec in tap.config_jsonschema["properties"].items():
+    for tap in TAPS:
+        for name, spec in tap.load().config_jsonschema["properties"].items():
             kinds = spec.get("type")
             if "number" in ([kinds] if isinstance(kinds, str) else kinds or []):
                 names.add(name)

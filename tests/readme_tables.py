@@ -10,12 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from billing_sandbox.registry import TAPS
+
 README = Path(__file__).resolve().parent.parent / "README.md"
-TAPS = {
-    "tap-luminai": "tap_luminai",
-    "tap-kore-billing": "tap_kore_billing",
-    "tap-evovoice": "tap_evovoice",
-}
 
 
 def settings_table(module: str) -> str:
@@ -41,10 +38,10 @@ def current_table(text: str, tap: str) -> str:
 
 def write() -> None:
     text = README.read_text()
-    for tap, module in TAPS.items():
-        begin, end = markers(tap)
+    for tap in TAPS:
+        begin, end = markers(tap.name)
         old = text.split(begin, 1)[1].split(end, 1)[0]
-        text = text.replace(begin + old + end, f"{begin}\n{settings_table(module)}\n{end}")
+        text = text.replace(begin + old + end, f"{begin}\n{settings_table(tap.package)}\n{end}")
     README.write_text(text)
 
 

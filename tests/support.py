@@ -59,13 +59,16 @@ def lumin_sandbox(
     faults: list[FaultRule] | None = None,
     retry_after: int = 1,
     stall_seconds: float = 10.0,
+    serve: bool = True,
     **settings: object,
 ) -> SandboxServer:
-    """A started Lumin.ai sandbox; stop it with ``.stop()`` (fixtures do)."""
+    """A started Lumin.ai sandbox; stop it with ``.stop()`` (fixtures do). ``serve=False``: bound to
+    its port, not yet serving (``.start()`` it)."""
     data = generate_events(seed=seed, count=events, start=start, end=end)
     api = LuminAPI(data, LuminSettings(token=LUMIN_TOKEN, **settings))  # type: ignore[arg-type]
     plan = FaultPlan(faults or [], retry_after_seconds=retry_after, stall_seconds=stall_seconds)
-    return SandboxServer(api, faults=plan).start()
+    server = SandboxServer(api, faults=plan)
+    return server.start() if serve else server
 
 
 def lumin_config(server: SandboxServer, **overrides: object) -> dict[str, object]:
@@ -99,16 +102,18 @@ def kore_sandbox(
     end: dt.datetime = KORE_END,
     faults: list[FaultRule] | None = None,
     stall_seconds: float = 10.0,
+    serve: bool = True,
     **settings: object,
 ) -> SandboxServer:
-    """A started Kore.ai sandbox (rate limits out of the way unless a test sets them)."""
+    """A started (or, with ``serve=False``, bound) Kore.ai sandbox (rate limits out of the way unless a test sets them)."""
     data = generate_sessions(seed=seed, conversations=conversations, start=start, end=end)
     settings.setdefault("rate_limits", [(10_000, 1.0)])
     kore_settings = KoreSettings(
         client_id=KORE_CLIENT_ID, client_secret=KORE_CLIENT_SECRET, **settings
     )  # type: ignore[arg-type]
     plan = FaultPlan(faults or [], stall_seconds=stall_seconds)
-    return SandboxServer(KoreAPI(data, kore_settings), faults=plan).start()
+    server = SandboxServer(KoreAPI(data, kore_settings), faults=plan)
+    return server.start() if serve else server
 
 
 def kore_config(server: SandboxServer, **overrides: object) -> dict[str, object]:
@@ -140,6 +145,7 @@ def evo_sandbox(
     faults: list[FaultRule] | None = None,
     stall_seconds: float = 10.0,
     idle_share: float = 0.1,
+    serve: bool = True,
     **settings: object,
 ) -> SandboxServer:
     """A started Evo Voice sandbox; some days have no usage at all, some accounts none on a day
@@ -150,7 +156,8 @@ def evo_sandbox(
     api = track_evo(
         EvoAPI(rows, EvoSettings(username=EVO_USERNAME, password=EVO_PASSWORD, **settings))  # type: ignore[arg-type]
     )
-    return SandboxServer(api, faults=FaultPlan(faults or [], stall_seconds=stall_seconds)).start()
+    server = SandboxServer(api, faults=FaultPlan(faults or [], stall_seconds=stall_seconds))
+    return server.start() if serve else server
 
 
 def expected_periods(

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import requests
 
-from bench.datasets import SECRETS, DayIndexedEvoAPI
-from billing_sandbox.evovoice import EvoAPI, EvoSettings, generate_usage
+from billing_sandbox import registry
+from billing_sandbox.credentials import SECRETS
+from billing_sandbox.evovoice import DayIndexedEvoAPI, EvoAPI, EvoSettings, generate_usage
 from billing_sandbox.kore import KoreAPI, KoreSettings, generate_sessions, mint_jwt
 from billing_sandbox.luminai import LuminAPI, LuminSettings, generate_events
 from billing_sandbox.prebuilt import PrebuiltPages
@@ -29,7 +30,7 @@ from tests.support import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-TAPS = ("tap-luminai", "tap-kore-billing", "tap-evovoice")
+TAPS = registry.NAMES
 VARIANTS = ("bare-loop", "sdk-default", "tap")
 UTC = dt.timezone.utc
 

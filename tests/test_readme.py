@@ -2,12 +2,15 @@
 
 import pytest
 
-from tests.readme_tables import README, TAPS, current_table, settings_table
+from billing_sandbox.registry import TAPS
+from tests.readme_tables import README, current_table, settings_table
 
 
-@pytest.mark.parametrize(("tap", "module"), TAPS.items())
-def test_readme_settings_table_matches_about(tap, module):
-    assert current_table(README.read_text(), tap) == settings_table(module), "run `make readme`"
+@pytest.mark.parametrize("tap", TAPS, ids=lambda tap: tap.name)
+def test_readme_settings_table_matches_about(tap):
+    assert current_table(README.read_text(), tap.name) == settings_table(tap.package), (
+        "run `make readme`"
+    )
 
 
 def test_readme_quick_start_names_make_test():

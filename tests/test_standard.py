@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import io
 import json
+import typing as t
 
+import pytest
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
 from tap_evovoice.tap import TapEvoVoice
@@ -22,10 +23,9 @@ from tests.support import (
     select_streams,
 )
 
-# The SDK builds its test class at import time, from a config that must already name a server:
-# this module's sandbox therefore starts on import and stops when the test process ends.
-_SERVER = lumin_sandbox(events=600)
-atexit.register(_SERVER.stop)
+# The SDK builds its test classes at import time, from configs that must already name a server:
+# each sandbox is bound to its port on import, and serves only while this module's tests run.
+_SERVER = lumin_sandbox(events=600, serve=False)
 CONFIG = lumin_config(_SERVER)
 
 TestTapLuminai = get_tap_test_class(
@@ -33,6 +33,17 @@ TestTapLuminai = get_tap_test_class(
     config=CONFIG,
     suite_config=SuiteConfig(max_records_limit=None),
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sandboxes_serving() -> t.Iterator[None]:
+    """The three sandboxes serve from this module's first test to its last."""
+    servers = (_SERVER, _KORE, _EVO)
+    for server in servers:
+        server.start()
+    yield
+    for server in servers:
+        server.stop()
 
 
 def every_stream_selected(tap_class, config) -> dict:
@@ -67,8 +78,7 @@ def test_standard_run_has_unique_primary_keys_and_a_resumable_final_state():
 
 # -- tap-kore-billing -----------------------------------------------------------------------
 
-_KORE = kore_sandbox(conversations=300)
-atexit.register(_KORE.stop)
+_KORE = kore_sandbox(conversations=300, serve=False)
 KORE_CONFIG = kore_config(_KORE)
 
 # Every stream selected: the SDK's dry run forces each stream on, but a stream that is not selected
@@ -93,8 +103,7 @@ def test_kore_standard_run_has_unique_keys_and_a_clean_final_state():
 
 # -- tap-evovoice ---------------------------------------------------------------------------
 
-_EVO = evo_sandbox()
-atexit.register(_EVO.stop)
+_EVO = evo_sandbox(serve=False)
 EVO_CONFIG = evo_config(_EVO, granularity="month")
 
 TestTapEvoVoice = get_tap_test_class(
