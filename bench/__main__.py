@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.datasets import BUILDERS
 from bench.report import machine_facts, now_text, write_all
 from bench.runner import (
+    EXPERIMENTS,
     ROOT,
     VARIANTS,
     as_dicts,
@@ -96,9 +97,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--variants",
-        type=_names(VARIANTS),
+        type=_names((*VARIANTS, *EXPERIMENTS)),
         default=list(VARIANTS),
-        help="comma-separated (default: bare-loop,sdk-default,tap)",
+        help="comma-separated (default: bare-loop,sdk-default,tap; also: writer-path, the "
+        "single-record-path trial of issue 15)",
     )
     p.add_argument(
         "--out", type=Path, default=ROOT / "docs", help="output directory (default docs/)"

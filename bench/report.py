@@ -11,7 +11,7 @@ import subprocess
 import typing as t
 from pathlib import Path
 
-from bench.runner import ROOT, VARIANTS
+from bench.runner import EXPERIMENTS, ROOT, VARIANTS
 
 GOALS = {
     "ratio_vs_bare_loop": 0.6,
@@ -205,7 +205,7 @@ def plot(results: dict[str, t.Any], path: Path) -> None:
         2, max(1, len(taps)), figsize=(5 * max(1, len(taps)), 8), squeeze=False
     )
     for column, tap in enumerate(taps):
-        for variant in VARIANTS:
+        for variant in (*VARIANTS, *EXPERIMENTS):
             rows = sorted(
                 (r for r in results["summary"] if r["tap"] == tap and r["variant"] == variant),
                 key=lambda r: r["size"],

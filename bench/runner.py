@@ -43,6 +43,8 @@ from billing_sandbox.server import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("bare-loop", "sdk-default", "tap")
+#: Variants measured only when asked for (``--variants``): issue 15's single-record-path trial.
+EXPERIMENTS = ("writer-path",)
 RECORD_PREFIX = b'\n{"type":"RECORD"'
 STATE_PREFIX = b'\n{"type":"STATE"'
 READ_SIZE = 1 << 20
@@ -113,7 +115,16 @@ def command_for(variant: str, workload: Workload, config_path: Path) -> list[str
         ]
     if variant == "tap":
         return [sys.executable, "-m", workload.module, "--config", str(config_path)]
-    msg = f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}"
+    if variant == "writer-path":
+        return [
+            sys.executable,
+            "-m",
+            "bench.writer_path",
+            workload.tap_class,
+            "--config",
+            str(config_path),
+        ]
+    msg = f"unknown variant {variant!r}; known: {', '.join(VARIANTS + EXPERIMENTS)}"
     raise ValueError(msg)
 
 
@@ -468,7 +479,7 @@ def summarise(runs: t.Sequence[RunFigures]) -> list[dict[str, t.Any]]:
         row["rss_vs_smallest_size"] = (
             round(row["peak_rss_mb"] / base["peak_rss_mb"], 3) if base["peak_rss_mb"] else None
         )
-    order = {v: i for i, v in enumerate(VARIANTS)}
+    order = {v: i for i, v in enumerate((*VARIANTS, *EXPERIMENTS))}
     return sorted(medians.values(), key=lambda r: (r["tap"], r["size"], order.get(r["variant"], 9)))
 
 

@@ -173,10 +173,15 @@ class TapSeams(Tap):
         errors = settings.unknown_setting_errors(self._config, schema.get("properties", {}))
         self._config = settings.without_optional_nulls(self._config, schema.get("required", []))
         secrets = set(self.secret_setting_names())
-        errors += [
-            settings.schema_error_message(error, secrets=secrets)
-            for error in JSONSchemaValidator(schema).iter_errors(self._config)
-        ]
+        declared = schema.get("properties", {})
+        errors += settings.non_finite_errors(
+            {k: v for k, v in self._config.items() if k in declared}
+        )
+        if not errors:  # a schema's bounds cannot judge NaN (a Decimal NaN makes them raise)
+            errors += [
+                settings.schema_error_message(error, secrets=secrets)
+                for error in JSONSchemaValidator(schema).iter_errors(self._config)
+            ]
         if not errors:  # the semantic checks may assume the JSON types are right
             errors = self.semantic_config_errors()
         errors = [mask(error) for error in dict.fromkeys(errors)]

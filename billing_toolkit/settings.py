@@ -76,7 +76,7 @@ def window_properties(*, window_days: float | None, lookback_minutes: int) -> li
         ),
         th.Property(
             "lookback_minutes",
-            th.IntegerType,
+            th.IntegerType(minimum=0, maximum=MAX_LOOKBACK_MINUTES),
             default=lookback_minutes,
             title="Lookback (minutes)",
             description=(
@@ -100,7 +100,7 @@ def window_properties(*, window_days: float | None, lookback_minutes: int) -> li
         ),
         th.Property(
             "retry_max_tries",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=100),
             default=8,
             title="Retry: attempts",
             description=(
@@ -127,7 +127,7 @@ def window_properties(*, window_days: float | None, lookback_minutes: int) -> li
         ),
         th.Property(
             "max_pages_per_window",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=10_000_000),
             default=DEFAULT_MAX_PAGES_PER_WINDOW,
             title="Paging guard: pages per window",
             description=(
@@ -239,14 +239,8 @@ def validate_window_settings(
             errors.append(
                 f"window_size_days ({size}) is larger than the API allows ({max_window_days} days)"
             )
-    errors += range_errors(
-        config,
-        [
-            ("lookback_minutes", 0, MAX_LOOKBACK_MINUTES),
-            ("retry_max_tries", 1, 100),
-            ("max_pages_per_window", 1, 10_000_000),
-        ],
-    )
+    # Whole-number bounds are in the schema; number bounds are checked here, since a schema's
+    # minimum and maximum let NaN through (every comparison with NaN is false).
     for key in ("connect_timeout_seconds", "read_timeout_seconds"):
         value = config.get(key)
         if value is not None and (not _is_number(value) or not 0 < value <= 3600):
@@ -263,21 +257,6 @@ def validate_window_settings(
 
 #: What a PEM certificate starts with; a CA bundle without one trusts nothing.
 PEM_CERTIFICATE_MARKER = b"-----BEGIN CERTIFICATE-----"
-
-
-def range_errors(
-    config: t.Mapping[str, t.Any], whole: t.Sequence[tuple[str, int, int]]
-) -> list[str]:
-    """Whole-number settings outside their range, one line each: ``whole`` holds (key, low, high);
-    an absent or null setting is not checked."""
-    errors = []
-    for key, low, high in whole:
-        value = config.get(key)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
-        ):
-            errors.append(f"{key} must be a whole number from {low} to {high}, got {show(value)}")
-    return errors
 
 
 def validate_ca_bundle(config: t.Mapping[str, t.Any], key: str = "ca_bundle_path") -> list[str]:
@@ -505,6 +484,16 @@ def schema_error_message(error: ValidationError, *, secrets: t.Collection[str]) 
         )
         expected = " or ".join(_TYPE_WORDS.get(str(k), str(k)) for k in kinds if k != "null")
         return f"{where} must be {expected}, got {got}"
+    if error.validator in {"minimum", "maximum"}:
+        low, high = error.schema.get("minimum"), error.schema.get("maximum")
+        whole = "integer" in (error.schema.get("type") or [])
+        kind = "a whole number" if whole else "a number"
+        span = (
+            f"from {low} to {high}"
+            if None not in (low, high)
+            else (f"of at least {low}" if high is None else f"of at most {high}")
+        )
+        return f"{where} must be {kind} {span}, got {got}"
     if error.validator == "enum":
         options = ", ".join(str(v) for v in error.validator_value)
         return f"{where} must be one of {options}, got {got}"
@@ -538,9 +527,15 @@ def config_file_errors(path: str) -> list[str]:
         return [f"{where} holds a number too long to read"]
     if not isinstance(value, dict):
         return [f"{where} must hold a JSON object of settings, got {describe_type(value)}"]
+    return non_finite_errors(value)
+
+
+def non_finite_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """Settings holding NaN or an infinity (a float or a Decimal), one line each: not JSON numbers,
+    and a schema's bounds cannot judge them (a Decimal NaN makes the comparison raise)."""
     return [
-        f"{key} must be a finite number: NaN and Infinity are not JSON numbers"
-        for key, item in value.items()
+        f"{key} must be a finite number: not-a-number and infinite values are not JSON"
+        for key, item in config.items()
         if _holds_non_finite(item)
     ]
 
@@ -578,6 +573,8 @@ def _is_json_object(text: str) -> bool:
 def _holds_non_finite(value: object) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
+    if isinstance(value, decimal.Decimal):
+        return not value.is_finite()
     if isinstance(value, list):
         return any(_holds_non_finite(item) for item in value)
     if isinstance(value, dict):

@@ -470,6 +470,9 @@ class WindowedRESTStream(StreamSeams, metaclass=abc.ABCMeta):
         outside = repeated = 0
         check = self.record_shape.check
         in_window = self.record_in_window
+        # The default placement, inlined (it runs once per record): texts of one canonical form.
+        custom = type(self).record_in_window is not WindowedRESTStream.record_in_window
+        low, high, field = window.start_text, window.end_text, self.window_field
         for attempt in range(1 + self.window_rereads):
             p = self.new_pass(partition, window, keys, attempt)
             shifted = False
@@ -479,7 +482,7 @@ class WindowedRESTStream(StreamSeams, metaclass=abc.ABCMeta):
                     record = check(item)
                 except RecordShapeError as exc:
                     raise self._with_request(exc, p) from None
-                if not in_window(record, window):
+                if not (in_window(record, window) if custom else low <= record[field] < high):
                     outside += 1
                     continue
                 if seen is not None:

@@ -108,21 +108,21 @@ class TapKoreBilling(BillingTap):
         ),
         th.Property(
             "page_size",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=10_000),
             default=100,
             title="Page size",
             description="Sessions asked for per request (limit); no maximum is documented. An older API that answers without moreAvailable does not page: a window whose answer holds page_size sessions is then split, so set page_size to that API's cap.",
         ),
         th.Property(
             "max_requests_per_minute",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=60),
             default=50,
             title="Throttle: requests per minute",
             description="Client-side cap per bot (or per account on the Admin path); the API allows 60.",
         ),
         th.Property(
             "max_requests_per_hour",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=1800),
             default=1500,
             title="Throttle: requests per hour",
             description="Client-side cap per bot (or per account on the Admin path); the API allows 1800.",
@@ -137,21 +137,21 @@ class TapKoreBilling(BillingTap):
         ),
         th.Property(
             "summary_job_max_wait_seconds",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=86_400),
             default=600,
             title="Usage summary: longest wait for a job",
             description="How long one usage summary job may stay in progress before the run fails, naming this setting.",
         ),
         th.Property(
             "summary_job_attempts",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=10),
             default=3,
             title="Usage summary: jobs per window",
             description="How many times a window's job is started when one fails, vanishes or is replaced by another client's job on the same route.",
         ),
         th.Property(
             "summary_poll_milliseconds",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=30_000),
             default=2000,
             title="Usage summary: first poll pause",
             description="Pause before the first status poll of a job, in milliseconds; each later pause doubles, up to 30 s.",
@@ -165,7 +165,7 @@ class TapKoreBilling(BillingTap):
         ),
         th.Property(
             "llm_page_size",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=10_000),
             default=100,
             title="LLM usage logs: page size",
             description="Rows asked for per request of the llm_usage_logs stream (limit).",
@@ -221,18 +221,6 @@ class TapKoreBilling(BillingTap):
             )
         for key in ("admin_path", "summary_admin_path"):
             errors += _path_errors(key, config[key])
-        errors += common.range_errors(
-            config,
-            [
-                ("page_size", 1, 10_000),
-                ("max_requests_per_minute", 1, 60),
-                ("max_requests_per_hour", 1, 1800),
-                ("summary_job_attempts", 1, 10),
-                ("summary_job_max_wait_seconds", 1, 86_400),
-                ("summary_poll_milliseconds", 1, 30_000),
-                ("llm_page_size", 1, 10_000),
-            ],
-        )
         return errors
 
     def connection_probe(self) -> ConnectionProbe:
