@@ -92,14 +92,21 @@ def with_sdk_defaults(tap_class: type[Tap]) -> type[Tap]:
     return SDKDefaultTap
 
 
-def main(argv: list[str] | None = None) -> None:
+def launch(
+    wrap: t.Callable[[type[Tap]], type[Tap]], usage: str, argv: list[str] | None = None
+) -> None:
+    """Run ``wrap(TARGET)``'s CLI with the remaining arguments (``TARGET`` = ``module:Class``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or ":" not in args[0]:
-        sys.stderr.write(__doc__ or "")
+        sys.stderr.write(usage)
         raise SystemExit(2)
-    tap_class = with_sdk_defaults(load(args.pop(0)))
+    tap_class = wrap(load(args.pop(0)))
     sys.argv = [sys.argv[0], *args]
     tap_class.cli()
+
+
+def main(argv: list[str] | None = None) -> None:
+    launch(with_sdk_defaults, __doc__ or "", argv)
 
 
 if __name__ == "__main__":

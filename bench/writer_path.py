@@ -14,13 +14,12 @@ BENCH_ARGS='--variants tap,writer-path'`` compares the two in the same run.
 
 from __future__ import annotations
 
-import sys
 import typing as t
 
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib.encoding.base import SingerMessageType
 
-from bench.sdk_default import load
+from bench.sdk_default import launch
 from billing_toolkit.output import RECORDS, uninterrupted, write_all
 
 if t.TYPE_CHECKING:
@@ -59,13 +58,7 @@ def with_writer_path(tap_class: type[Tap]) -> type[Tap]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or ":" not in args[0]:
-        sys.stderr.write(__doc__ or "")
-        raise SystemExit(2)
-    tap_class = with_writer_path(load(args.pop(0)))
-    sys.argv = [sys.argv[0], *args]
-    tap_class.cli()
+    launch(with_writer_path, __doc__ or "", argv)
 
 
 if __name__ == "__main__":
