@@ -107,7 +107,9 @@ def markdown(results: dict[str, t.Any]) -> str:
         "",
         "Each figure is the median of the runs shown. Variants: **bare-loop** = requests + json "
         "writing RECORD lines over the same pages; **sdk-default** = the tap with singer-sdk's "
-        "default writer and type conformance; **tap** = the tap as shipped. The sandbox serves "
+        "default writer and type conformance; **tap** = the tap as shipped; **writer-path** (when "
+        "measured) = the tap with every record through the SDK's own record path and a buffering "
+        "MsgSpecWriter (issue 15's single-record-path trial). The sandbox serves "
         "pre-built pages in the harness process; each variant writes to a pipe the harness drains.",
         "",
         "| tap | records | variant | runs | records/s | vs bare loop | vs SDK default "

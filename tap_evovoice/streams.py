@@ -42,6 +42,19 @@ UTC = dt.timezone.utc
 ACCOUNT_PART = "accountUsage"
 CUSTOMER_PART = "customerUsage"
 PARTS = (ACCOUNT_PART, CUSTOMER_PART)
+#: The period every figure is keyed by (its first and last day), and a usage figure's fields.
+PERIOD = (
+    th.Property("startDate", th.DateType, required=True, description="First day of the period"),
+    th.Property(
+        "endDate", th.DateType, required=True, description="Last day (inclusive) of the period"
+    ),
+)
+USAGE_FIGURE = (
+    th.Property(
+        "aiMinutes", th.IntegerType, required=True, description="Whole AI minutes in the period"
+    ),
+    *PERIOD,
+)
 #: The host every public GetAIUsage description names (the vendor CLI calls evovoice.io production).
 DOCUMENTED_HOST = "https://team.evovoice.io"
 
@@ -292,10 +305,7 @@ class BillingCustomersStream(EvoStream):
     schema = th.PropertiesList(
         th.Property("accountId", th.StringType, required=True),
         th.Property("customerId", th.StringType, required=True),
-        th.Property("startDate", th.DateType, required=True, description="First day of the period"),
-        th.Property(
-            "endDate", th.DateType, required=True, description="Last day (inclusive) of the period"
-        ),
+        *PERIOD,
         th.Property(
             "internationalCosts",
             th.NumberType,
@@ -368,13 +378,7 @@ class AIAccountUsageStream(AIUsageStream):
     other_part = CUSTOMER_PART
     schema = th.PropertiesList(
         th.Property("accountId", th.StringType, required=True),
-        th.Property(
-            "aiMinutes", th.IntegerType, required=True, description="Whole AI minutes in the period"
-        ),
-        th.Property("startDate", th.DateType, required=True, description="First day of the period"),
-        th.Property(
-            "endDate", th.DateType, required=True, description="Last day (inclusive) of the period"
-        ),
+        *USAGE_FIGURE,
     ).to_dict()
 
 
@@ -388,11 +392,5 @@ class AICustomerUsageStream(AIUsageStream):
     schema = th.PropertiesList(
         th.Property("accountId", th.StringType, required=True),
         th.Property("customerId", th.StringType, required=True),
-        th.Property(
-            "aiMinutes", th.IntegerType, required=True, description="Whole AI minutes in the period"
-        ),
-        th.Property("startDate", th.DateType, required=True, description="First day of the period"),
-        th.Property(
-            "endDate", th.DateType, required=True, description="Last day (inclusive) of the period"
-        ),
+        *USAGE_FIGURE,
     ).to_dict()

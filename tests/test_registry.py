@@ -23,6 +23,15 @@ from billing_toolkit.tap import BillingTap
 from tests.readme_tables import markers
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The suites that run every tap the same way; each must hold a case of each registered tap.
+SUITES = (
+    "tests/test_standard.py",  # singer-sdk's standard tap tests
+    "tests/test_hostile_config.py",  # bad settings
+    "tests/fault_cases.py",  # the fault matrix
+    "tests/test_kill_resume.py",  # SIGKILL anywhere, then resume
+    "tests/test_soak.py",  # 1,000,000-record backfills
+    "tests/test_transport_security.py",  # redirects, TLS
+)
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -57,6 +66,10 @@ def test_each_registered_tap_provides_what_the_project_needs(tap: TapEntry):
     readme = (ROOT / "README.md").read_text()
     if not all(marker in readme for marker in markers(tap.name)):
         missing.append(f"README settings table of {tap.name} (make readme)")
+    for suite in SUITES:
+        text = (ROOT / suite).read_text()
+        if tap.package not in text and tap.class_name not in text:
+            missing.append(f"a case in {suite}")
     if cls.connection_probe is BillingTap.connection_probe:
         missing.append(f"{cls.__name__}.connection_probe (the --test request)")
     assert missing == [], f"{tap.name} lacks: {missing}"
