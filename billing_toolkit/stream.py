@@ -46,7 +46,7 @@ Hooks, in the order a run calls them; each may assume what the ones above it est
 - ``record_in_window(record, window)``: whether a record belongs to the window (default: its
   ``window_field`` inside it); items outside are left to the window they belong to.
 - ``window_changed_while_read(p)``: after a pass, whether the window moved (then read again).
-- ``throttle_key(partition)`` and ``rate_limiter``: the client-side rate budget a request spends.
+- ``throttle_key(context)`` and ``rate_limiter``: the client-side rate budget a request spends.
 """
 
 from __future__ import annotations
@@ -330,8 +330,9 @@ class WindowedRESTStream(StreamSeams, metaclass=abc.ABCMeta):
         """A client-side throttle applied to every attempt; none by default."""
         return None
 
-    def throttle_key(self, partition: Context | None) -> str:
-        """Which rate-limit budget a request of this partition spends (e.g. one per bot)."""
+    def throttle_key(self, context: Context | None) -> str:
+        """Which rate-limit budget a request spends (e.g. one per bot); ``context`` is the
+        request's: its partition's keys, and its window in words (``WindowPass.metrics_context``)."""
         return ""
 
     def describe_route(self, partition: Context | None) -> str:

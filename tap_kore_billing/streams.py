@@ -114,11 +114,11 @@ class KoreStream(WindowedRESTStream):
     #: The partition key that names a bot (each stream's records carry it under this name).
     bot_key: t.ClassVar[str] = "botId"
 
-    def throttle_key(self, partition: Context | None) -> str:
+    def throttle_key(self, context: Context | None) -> str:
         """Per bot on the Bot Builder routes; per account on the Admin routes (documented limits)."""
         if self.scope == "admin":
             return "admin"
-        return str((partition or {}).get(self.bot_key) or "admin")
+        return str((context or {}).get(self.bot_key) or "admin")
 
     def validate_response(self, response: requests.Response) -> None:
         if response.status_code != 200 and RATE_LIMIT_TEXT in response.text[:2000].lower():
